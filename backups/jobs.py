@@ -1,0 +1,81 @@
+"""What every backup job shares: outcome records, pipe reading, per-repository bookkeeping."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from backups import catalog
+from backups.errors import BackupError, BackupFailed
+from backups.fanout import FanoutResult
+from backups.storage.base import Repository
+
+PIPE_CHUNK = 1024 * 1024
+
+
+def read_pipe(pipe: IO[bytes], chunk_size: int = PIPE_CHUNK) -> Iterator[bytes]:
+    read = getattr(pipe, "read1", pipe.read)
+    while chunk := read(chunk_size):
+        yield chunk
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    manifest: catalog.Manifest
+    stored_in: tuple[str, ...]
+    failed: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass
+class RepoSet:
+    """The repositories a job still writes to, and why the others were dropped."""
+
+    active: list[Repository]
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def absorb(self, result: FanoutResult) -> None:
+        for name, error in result.failed.items():
+            self.drop(name, str(error))
+
+    def drop(self, name: str, why: str) -> None:
+        self.failed.setdefault(name, why)
+        self.active = [r for r in self.active if r.name != name]
+        if not self.active:
+            raise BackupFailed("every repository failed: " + "; ".join(self.failed.values()))
+
+
+def remove_partial(repos: Sequence[Repository], target: str, backup_id: str) -> None:
+    """Best effort: delete what a failed job wrote (without a manifest it is invisible)."""
+    prefix = catalog.backup_prefix(target, backup_id)
+    for repo in repos:
+        with contextlib.suppress(BackupError):
+            repo.delete([i.key for i in repo.listing(prefix)])
+
+
+def clear_leftovers(repos: Sequence[Repository], target: str) -> list[str]:
+    """Under the target's lock: remove incomplete backup directories and stale temp writes."""
+    removed: list[str] = []
+    for repo in repos:
+        try:
+            for entry in catalog.scan(repo, target, read=False):
+                if catalog.backup_prefix(target, entry.id) + catalog.MANIFEST_NAME in entry.keys:
+                    continue
+                repo.delete(entry.keys)
+                removed.append(f"{repo.name}:{entry.id}")
+            removed += [
+                f"{repo.name}:{k}"
+                for k in repo.cleanup_incomplete(catalog.backups_prefix(target), 0)
+            ]
+            removed += [
+                f"{repo.name}:{k}"
+                for k in repo.cleanup_incomplete(catalog.wal_prefix(target), 3600)
+            ]
+        except BackupError:
+            continue  # an unreachable repository fails the job itself, with a clear message
+    return removed

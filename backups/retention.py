@@ -1,0 +1,139 @@
+"""Retention: which backups and WAL may go, decided by pure rules, then applied per repository.
+
+Kept, per kind: the newest ``full_backups`` backups, minus those older than ``max_age_days``,
+but never fewer than ``min_backups``, and always the newest backup that last passed a
+restore test. WAL older than the start of the oldest kept physical backup may go; timeline
+history files always stay; with no physical backup kept, no WAL is removed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from backups import catalog, walarchive, walnames
+from backups.errors import BackupError
+from backups.settings import RetentionSettings
+from backups.storage.base import Repository
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    repository: str
+    keep: tuple[str, ...]
+    delete_backups: tuple[str, ...]
+    delete_incomplete: tuple[str, ...]
+    delete_wal: tuple[str, ...]
+    wal_horizon: str | None  # oldest segment kept
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def choose_backups(
+    manifests: Iterable[catalog.Manifest],
+    settings: RetentionSettings,
+    protected: set[str],
+    now: dt.datetime,
+) -> tuple[list[catalog.Manifest], dict[str, str]]:
+    """(kept manifests, {deleted id: reason}); pure."""
+    kept: list[catalog.Manifest] = []
+    reasons: dict[str, str] = {}
+    by_kind: dict[str, list[catalog.Manifest]] = {}
+    for m in manifests:
+        by_kind.setdefault(m.kind, []).append(m)
+    for group in by_kind.values():
+        group.sort(key=lambda m: m.finished, reverse=True)  # newest first
+        for index, m in enumerate(group):
+            why = None
+            if settings.full_backups is not None and index >= settings.full_backups:
+                why = f"beyond the newest {settings.full_backups} {m.kind} backups"
+            elif settings.max_age_days is not None:
+                age = now - m.finished
+                if age > dt.timedelta(days=settings.max_age_days):
+                    why = f"older than {settings.max_age_days:g} days"
+            if why and index < settings.min_backups:
+                why = None
+            if why and m.id in protected:
+                why = None
+            if why:
+                reasons[m.id] = why
+            else:
+                kept.append(m)
+    return kept, reasons
+
+
+def wal_horizon(kept: Iterable[catalog.Manifest]) -> tuple[int, int] | None:
+    """(timeline, segno) of the oldest kept physical backup's start, or None."""
+    starts = [
+        (walnames.parse_segment_name(m.start_wal, m.wal_segment_size)[1], m)
+        for m in kept
+        if m.kind == "physical" and m.start_wal
+    ]
+    if not starts:
+        return None
+    segno, oldest = min(starts, key=lambda s: s[0])
+    return walnames.parse_segment_name(oldest.start_wal or "", oldest.wal_segment_size)[0], segno
+
+
+def last_passed(repo: Repository, target: str) -> set[str]:
+    """Backup ids of the newest passed restore test of each kind (malformed records skipped)."""
+    newest: dict[str, tuple[str, str]] = {}
+    for info in repo.listing(catalog.results_prefix(target)):
+        if not info.key.endswith(".json"):
+            continue
+        try:
+            record = json.loads(repo.read_bytes(info.key))
+            if record.get("verdict") != "passed":
+                continue
+            kind, finished, backup = record["kind"], record["finished_at"], record["backup_id"]
+        except (ValueError, KeyError, TypeError, BackupError):
+            continue
+        if kind not in newest or finished > newest[kind][0]:
+            newest[kind] = (str(finished), str(backup))
+    return {backup for _, backup in newest.values()}
+
+
+def plan(
+    repo: Repository, target: str, settings: RetentionSettings, now: dt.datetime | None = None
+) -> RetentionPlan:
+    now = now or dt.datetime.now(dt.UTC)
+    entries = catalog.scan(repo, target)
+    manifests = catalog.complete_manifests(entries)
+    kept, reasons = choose_backups(manifests, settings, last_passed(repo, target), now)
+    incomplete = tuple(e.id for e in entries if not e.complete and e.error is None)
+    horizon = wal_horizon(kept)
+    delete_wal: list[str] = []
+    horizon_name = None
+    if horizon is not None:
+        seg_size = next(m.wal_segment_size for m in kept if m.kind == "physical")
+        horizon_name = walnames.segment_name(horizon[0], horizon[1], seg_size)
+        listing = walarchive.list_archive(repo, target, seg_size)
+        delete_wal = [key for (_, segno), key in listing.segments.items() if segno < horizon[1]]
+        for key in listing.others:  # .backup / .partial files wholly before the horizon
+            name = key.rsplit("/", 1)[-1]
+            try:
+                segno = walnames.parse_segment_name(name[:24], seg_size)[1]
+            except ValueError:
+                continue
+            if segno < horizon[1]:
+                delete_wal.append(key)
+    return RetentionPlan(
+        repo.name,
+        tuple(m.id for m in kept),
+        tuple(sorted(reasons)),
+        incomplete,
+        tuple(sorted(delete_wal)),
+        horizon_name,
+        reasons,
+    )
+
+
+def apply(repo: Repository, target: str, p: RetentionPlan) -> None:
+    """Delete what the plan says: manifests first (a half-deleted backup is never 'complete')."""
+    for backup_id in p.delete_backups + p.delete_incomplete:
+        prefix = catalog.backup_prefix(target, backup_id)
+        manifest_key = prefix + catalog.MANIFEST_NAME
+        repo.delete([manifest_key])
+        repo.delete([i.key for i in repo.listing(prefix)])
+    repo.delete(p.delete_wal)

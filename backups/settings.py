@@ -1,0 +1,103 @@
+"""Typed, frozen settings the backup jobs consume (built by pgproof's config loader)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backups.storage.s3options import S3Options
+
+
+@dataclass(frozen=True)
+class FilesystemRepoSettings:
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class S3RepoSettings:
+    name: str
+    options: S3Options
+    access_key_id_env: str | None = None
+    secret_access_key_env: str | None = None
+
+
+RepoSettings = FilesystemRepoSettings | S3RepoSettings
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """How to reach the source database. The password never lives here in clear."""
+
+    conninfo: str
+    password_env: str | None = None
+    password_file: str | None = None
+    connect_timeout: int = 10
+
+    def password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                from backups.errors import SourceError
+
+                raise SourceError(f"environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            return Path(self.password_file).read_text().rstrip("\r\n")
+        return None
+
+
+@dataclass(frozen=True)
+class LogicalSettings:
+    databases: tuple[str, ...] = ()  # empty: every database that allows connections
+    jobs: int = 1  # > 1 uses the directory format (pg_dump -j)
+    compression: str = "zstd:3"  # method[:level]; gzip/lz4/zstd/none
+    globals: bool = True
+    no_role_passwords: bool = False
+    timeout_seconds: int = 24 * 3600
+
+
+@dataclass(frozen=True)
+class PhysicalSettings:
+    compression: str = "zstd:3"  # compressed by pgproof while streaming; none/gzip/lz4/zstd
+    compression_threads: int = 0  # 0: one per core
+    checkpoint: str = "fast"  # fast | spread
+    max_rate: str | None = None  # pg_basebackup --max-rate
+    wal_wait_seconds: int = 300  # how long to wait for the backup's WAL to reach the archive
+    timeout_seconds: int = 24 * 3600
+
+
+@dataclass(frozen=True)
+class WalSettings:
+    compression_level: int = 1  # zstd level for segments; 0 stores them uncompressed
+    push_timeout_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    full_backups: int | None = None  # keep this many newest backups of each kind
+    max_age_days: float | None = None  # ... and none older than this
+    min_backups: int = 1  # never fewer than this many of a kind, whatever the age
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    enabled: bool = False
+    every_seconds: float = 10.0
+    database: str | None = None  # defaults to the conninfo's database
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    name: str
+    source: SourceSettings
+    repositories: tuple[RepoSettings, ...]
+    pg_bin_dir: str | None = None
+    logical: LogicalSettings = field(default_factory=LogicalSettings)
+    physical: PhysicalSettings = field(default_factory=PhysicalSettings)
+    wal: WalSettings = field(default_factory=WalSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
+    max_backup_age_seconds: float = 26 * 3600
+    lock_dir: str = "/run/pgproof"

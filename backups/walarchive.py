@@ -1,0 +1,243 @@
+"""The WAL archive: ``wal-push`` (archive_command) and ``wal-fetch`` (restore_command).
+
+Rules (DESIGN.md): a push succeeds only when the file is durably stored in every repository
+of the target; pushing a name that is already archived with the same bytes succeeds, with
+different bytes fails and overwrites nothing. Segments and ``.partial`` files are stored zstd
+compressed (``<name>.zst``); ``.history`` and ``.backup`` files as they are. Each object
+carries ``source-sha256``/``source-size`` (the file PostgreSQL gave us) and ``sha256`` (the
+stored bytes) as metadata.
+
+This module is on the archive_command hot path: it imports nothing heavy (no psycopg, no
+boto3 unless an S3 repository is configured).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from backups import compression, walnames
+from backups.catalog import wal_prefix
+from backups.errors import BackupError, IntegrityError, StorageError, WalConflict, WalError
+from backups.storage.base import Repository
+
+COMPRESSED_KINDS = (walnames.WalKind.SEGMENT, walnames.WalKind.PARTIAL)
+
+
+def archive_key(target: str, name: str, compressed: bool) -> str:
+    return wal_prefix(target) + name + (compression.ZSTD_SUFFIX if compressed else "")
+
+
+def candidate_keys(target: str, name: str) -> list[str]:
+    return [archive_key(target, name, True), archive_key(target, name, False)]
+
+
+def exists(repo: Repository, target: str, name: str) -> bool:
+    return any(repo.head(k) is not None for k in candidate_keys(target, name))
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    name: str
+    stored: tuple[str, ...]  # repositories that received it now
+    already: tuple[str, ...]  # repositories that had identical bytes already
+    failed: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    name: str
+    key: str
+    payload: bytes
+    source_sha256: str
+    source_size: int
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {
+            "sha256": hashlib.sha256(self.payload).hexdigest(),
+            "source-sha256": self.source_sha256,
+            "source-size": str(self.source_size),
+        }
+
+
+def prepare(target: str, path: str | Path, level: int) -> _Prepared:
+    name = os.path.basename(str(path))
+    try:
+        kind = walnames.classify(name)
+    except ValueError:
+        raise WalError(f"refusing to archive {name!r}: not a WAL, history or backup file") from None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise WalError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    compressed = kind in COMPRESSED_KINDS and level > 0
+    payload = compression.zstd_compress_bytes(data, level) if compressed else data
+    return _Prepared(
+        name,
+        archive_key(target, name, compressed),
+        payload,
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+    )
+
+
+def _stored_source_sha(repo: Repository, key: str, metadata: dict[str, str]) -> str:
+    recorded = metadata.get("source-sha256")
+    if recorded:
+        return recorded
+    data = repo.read_bytes(key)  # no metadata (copied in by hand): compare the content itself
+    if key.endswith(compression.ZSTD_SUFFIX):
+        data = compression.zstd_decompress_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _push_one(repo: Repository, target: str, item: _Prepared) -> str:
+    """Store ``item`` in ``repo``; returns "stored" or "already"; WalConflict on a mismatch."""
+    for key in candidate_keys(target, item.name):
+        info = repo.head(key)
+        if info is None:
+            continue
+        theirs = _stored_source_sha(repo, key, dict(info.metadata))
+        if theirs == item.source_sha256:
+            return "already"
+        raise WalConflict(
+            f"{item.name} is already archived in repository {repo.name!r} with different "
+            f"content (sha256 {theirs[:12]}..., this file {item.source_sha256[:12]}...); "
+            "refusing to overwrite it. Is another cluster archiving into the same target?"
+        )
+    stored = repo.put_bytes(item.key, item.payload, item.metadata)
+    if stored.size != len(item.payload):
+        raise IntegrityError(repo.name, f"{item.key}: stored {stored.size} of {len(item.payload)}")
+    return "stored"
+
+
+def push(target: str, repos: Sequence[Repository], path: str | Path, level: int = 1) -> PushOutcome:
+    """Archive one file into every repository (in parallel when there are several)."""
+    if not repos:
+        raise WalError(f"target {target!r} has no repositories")
+    item = prepare(target, path, level)
+    results: dict[str, str] = {}
+    failed: dict[str, str] = {}
+
+    def attempt(repo: Repository) -> None:
+        try:
+            results[repo.name] = _push_one(repo, target, item)
+        except BackupError as exc:
+            failed[repo.name] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - anything else still must not pass silently
+            failed[repo.name] = f"repository {repo.name!r}: {type(exc).__name__}: {exc}"
+
+    if len(repos) == 1:
+        attempt(repos[0])
+    else:
+        with concurrent.futures.ThreadPoolExecutor(len(repos)) as pool:
+            list(pool.map(attempt, repos))
+    return PushOutcome(
+        item.name,
+        tuple(n for n, r in results.items() if r == "stored"),
+        tuple(n for n, r in results.items() if r == "already"),
+        failed,
+    )
+
+
+class WalNotFound(WalError):
+    pass
+
+
+def fetch(
+    target: str, repos: Sequence[Repository], name: str, dest: str | Path
+) -> tuple[str, list[str]]:
+    """Restore ``name`` to ``dest`` from the first repository that has an intact copy.
+
+    Returns (repository used, problems met on the way). WalNotFound when no repository has
+    it; StorageError when none could be read (not the same as "not found": recovery must
+    not end early because a repository was unreachable).
+    """
+    try:
+        walnames.classify(name)
+    except ValueError:
+        raise WalError(f"not a WAL file name: {name!r}") from None
+    problems: list[str] = []
+    unreadable = 0
+    for repo in repos:
+        for key in candidate_keys(target, name):
+            try:
+                info = repo.head(key)
+                if info is None:
+                    continue
+                data = repo.read_bytes(key)
+                meta = dict(info.metadata)
+                if meta.get("sha256") and hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                    raise IntegrityError(repo.name, f"{key} does not match its sha256")
+                if key.endswith(compression.ZSTD_SUFFIX):
+                    data = compression.zstd_decompress_bytes(data)
+                if meta.get("source-sha256") and (
+                    hashlib.sha256(data).hexdigest() != meta["source-sha256"]
+                ):
+                    raise IntegrityError(repo.name, f"{key} decompresses to different bytes")
+            except (StorageError, compression.ZstdError) as exc:
+                problems.append(f"{repo.name}: {exc}")
+                unreadable += 1
+                continue
+            _write_atomic(Path(dest), [data])
+            return repo.name, problems
+    if unreadable and unreadable >= len(repos):
+        raise StorageError(",".join(r.name for r in repos), "; ".join(problems))
+    raise WalNotFound(f"{name} is not in the archive of target {target!r}")
+
+
+def _write_atomic(dest: Path, chunks: Iterable[bytes]) -> None:
+    tmp = dest.with_name(f".{dest.name}.pgproof-tmp")
+    try:
+        with tmp.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+@dataclass(frozen=True)
+class ArchiveListing:
+    segments: dict[tuple[int, int], str]  # (timeline, segno) -> key
+    histories: dict[int, str]  # timeline -> key
+    others: list[str]  # .backup and .partial keys
+    newest_mtime: float | None
+
+
+def list_archive(repo: Repository, target: str, segment_size: int) -> ArchiveListing:
+    prefix = wal_prefix(target)
+    segments: dict[tuple[int, int], str] = {}
+    histories: dict[int, str] = {}
+    others: list[str] = []
+    newest: float | None = None
+    for info in repo.listing(prefix):
+        name = info.key[len(prefix) :]
+        if name.endswith(compression.ZSTD_SUFFIX):
+            name = name[: -len(compression.ZSTD_SUFFIX)]
+        try:
+            kind = walnames.classify(name)
+        except ValueError:
+            continue
+        if kind is walnames.WalKind.SEGMENT:
+            segments[walnames.parse_segment_name(name, segment_size)] = info.key
+            newest = info.mtime if newest is None else max(newest, info.mtime)
+        elif kind is walnames.WalKind.HISTORY:
+            histories[walnames.timeline_of(name)] = info.key
+        else:
+            others.append(info.key)
+    return ArchiveListing(segments, histories, others, newest)

@@ -1,0 +1,238 @@
+"""PostgreSQL WAL rules as pure functions: names, LSNs, timelines, continuity.
+
+No I/O here. File names follow PostgreSQL's ``xlog_internal.h``: a segment is
+``TTTTTTTTXXXXXXXXYYYYYYYY`` (timeline, then the segment number split by how many segments
+fit in 4 GiB of LSN space), plus ``.partial``; ``TTTTTTTT.history``;
+``TTTTTTTTXXXXXXXXYYYYYYYY.OOOOOOOO.backup``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
+_SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+_PARTIAL = re.compile(r"^([0-9A-F]{24})\.partial$")
+_BACKUP = re.compile(r"^([0-9A-F]{24})\.([0-9A-F]{8})\.backup$")
+_HISTORY = re.compile(r"^([0-9A-F]{8})\.history$")
+_LSN = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
+
+
+class WalKind(Enum):
+    SEGMENT = "segment"
+    PARTIAL = "partial"
+    BACKUP = "backup"
+    HISTORY = "history"
+
+
+def classify(name: str) -> WalKind:
+    """The kind of a WAL archive file name; ValueError for anything else."""
+    if _SEGMENT.match(name):
+        return WalKind.SEGMENT
+    if _PARTIAL.match(name):
+        return WalKind.PARTIAL
+    if _BACKUP.match(name):
+        return WalKind.BACKUP
+    if _HISTORY.match(name):
+        return WalKind.HISTORY
+    raise ValueError(f"not a WAL file name: {name!r}")
+
+
+def parse_lsn(text: str) -> int:
+    match = _LSN.match(text.strip())
+    if not match:
+        raise ValueError(f"not an LSN: {text!r}")
+    return (int(match.group(1), 16) << 32) | int(match.group(2), 16)
+
+
+def format_lsn(lsn: int) -> str:
+    if lsn < 0 or lsn >= 1 << 64:
+        raise ValueError(f"LSN out of range: {lsn}")
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def _check_segment_size(segment_size: int) -> int:
+    if segment_size < 1 << 20 or segment_size > 1 << 30 or segment_size & (segment_size - 1):
+        raise ValueError(f"invalid WAL segment size: {segment_size}")
+    return (1 << 32) // segment_size
+
+
+def segment_name(timeline: int, segno: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
+    per_id = _check_segment_size(segment_size)
+    if not 1 <= timeline <= 0xFFFFFFFF:
+        raise ValueError(f"invalid timeline: {timeline}")
+    return f"{timeline:08X}{segno // per_id:08X}{segno % per_id:08X}"
+
+
+def parse_segment_name(name: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[int, int]:
+    """``000000010000000200000003`` -> (timeline 1, segment number)."""
+    per_id = _check_segment_size(segment_size)
+    match = _SEGMENT.match(name)
+    if not match:
+        raise ValueError(f"not a WAL segment name: {name!r}")
+    tli, log, seg = (int(g, 16) for g in match.groups())
+    if seg >= per_id:
+        raise ValueError(f"segment part {seg:X} too large for {segment_size}-byte segments")
+    return tli, log * per_id + seg
+
+
+def lsn_segment(lsn: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
+    """The number of the segment holding ``lsn``."""
+    _check_segment_size(segment_size)
+    return lsn // segment_size
+
+
+def stop_segment(stop_lsn: int, segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
+    """The last segment a backup ending at ``stop_lsn`` needs.
+
+    A stop LSN exactly at a segment boundary lies in nothing yet written: the last needed
+    segment is the previous one (PostgreSQL's XLByteToPrevSeg).
+    """
+    _check_segment_size(segment_size)
+    return (stop_lsn - 1) // segment_size
+
+
+def history_name(timeline: int) -> str:
+    return f"{timeline:08X}.history"
+
+
+def timeline_of(name: str) -> int:
+    return int(name[:8], 16)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One line of a timeline history file: ``parent`` ended at ``switch_lsn``."""
+
+    parent: int
+    switch_lsn: int
+    reason: str = ""
+
+
+def parse_history(text: str) -> list[HistoryEntry]:
+    """Parse a ``.history`` file (PostgreSQL's readTimeLineHistory)."""
+    entries: list[HistoryEntry] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 2)
+        if len(parts) < 2:
+            raise ValueError(f"history line {lineno}: expected 'timeline<TAB>LSN': {raw!r}")
+        try:
+            parent = int(parts[0])
+            switch = parse_lsn(parts[1])
+        except ValueError as exc:
+            raise ValueError(f"history line {lineno}: {exc}") from None
+        if entries and parent <= entries[-1].parent:
+            raise ValueError(f"history line {lineno}: timeline ids must increase")
+        entries.append(HistoryEntry(parent, switch, parts[2] if len(parts) > 2 else ""))
+    return entries
+
+
+@dataclass(frozen=True)
+class TimelineSpan:
+    """Segments ``first_segno`` .. ``last_segno`` (None: open-ended) are read from ``timeline``."""
+
+    timeline: int
+    first_segno: int
+    last_segno: int | None
+
+
+def timeline_spans(
+    target: int, history: list[HistoryEntry], segment_size: int = DEFAULT_SEGMENT_SIZE
+) -> list[TimelineSpan]:
+    """Which timeline recovery reads each segment from, following ``target``'s history.
+
+    A new timeline starts at the segment holding its switch point (recovery reads that
+    segment from the new timeline), as PostgreSQL's XLogFileReadAnyTLI does.
+    """
+    spans: list[TimelineSpan] = []
+    first = 0
+    for entry in history:
+        switch_seg = lsn_segment(entry.switch_lsn, segment_size)
+        spans.append(TimelineSpan(entry.parent, first, switch_seg - 1))
+        first = switch_seg
+    spans.append(TimelineSpan(target, first, None))
+    return spans
+
+
+@dataclass(frozen=True)
+class ContinuityReport:
+    first: str | None
+    last: str | None
+    timelines: tuple[int, ...]
+    missing: tuple[str, ...]
+    missing_history: tuple[str, ...] = ()
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.missing_history or self.problems)
+
+
+def check_continuity(
+    segments: set[tuple[int, int]],
+    histories: dict[int, list[HistoryEntry]],
+    start: tuple[int, int] | None,
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+    max_listed: int = 100,
+) -> ContinuityReport:
+    """Check that every segment from ``start`` (timeline, segno) to the newest is archived.
+
+    ``segments`` holds (timeline, segno) of archived full segments; ``histories`` maps a
+    timeline to its parsed history file (timelines > 1 need one). The newest point is the
+    highest segment on the highest timeline. Returns the missing segment names (at most
+    ``max_listed``; ``problems`` says how many more) and missing history files.
+    """
+    all_tlis = {t for t, _ in segments} | set(histories)
+    if not segments:
+        empty = ("no WAL segments archived",) if start is not None else ()
+        return ContinuityReport(None, None, tuple(sorted(all_tlis)), (), (), empty)
+    latest = max(t for t, _ in segments)
+    history = histories.get(latest, [])
+    missing_history = []
+    if latest > 1 and latest not in histories:
+        missing_history.append(history_name(latest))
+    spans = timeline_spans(latest, history, segment_size)
+    on_path = {s.timeline for s in spans}
+    end_segno = max(n for t, n in segments if t == latest)
+    problems: list[str] = []
+    if start is None:
+        start_tli, start_segno = min(segments, key=lambda s: (s[1], s[0]))
+    else:
+        start_tli, start_segno = start
+        if start_tli not in on_path and not missing_history:
+            problems.append(
+                f"timeline {start_tli} of the oldest backup is not an ancestor of "
+                f"the newest timeline {latest}"
+            )
+    missing: list[str] = []
+    extra = 0
+    for span in spans:
+        lo = max(span.first_segno, start_segno)
+        hi = end_segno if span.last_segno is None else min(span.last_segno, end_segno)
+        for segno in range(lo, hi + 1):
+            if (span.timeline, segno) in segments:
+                continue
+            # A full copy on an older timeline of the path also serves recovery.
+            if any((t, segno) in segments for t in on_path if t < span.timeline):
+                continue
+            if len(missing) < max_listed:
+                missing.append(segment_name(span.timeline, segno, segment_size))
+            else:
+                extra += 1
+    if extra:
+        problems.append(f"{extra} more missing segments not listed")
+    first_name = segment_name(start_tli, start_segno, segment_size)
+    last_name = segment_name(latest, end_segno, segment_size)
+    return ContinuityReport(
+        first_name,
+        last_name,
+        tuple(sorted(all_tlis)),
+        tuple(missing),
+        tuple(missing_history),
+        tuple(problems),
+    )

@@ -1,0 +1,3 @@
+from pgproof.cli import main
+
+raise SystemExit(main())

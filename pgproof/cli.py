@@ -1,0 +1,99 @@
+"""The ``pgproof`` command line (DESIGN.md: CLI contract).
+
+Exit codes: 0 success, 1 the job failed (or problems found), 2 usage or configuration error.
+``wal-fetch`` exits 1 when the file is not archived and 255 when no repository could be read,
+so that PostgreSQL stops recovery instead of ending it early. ``--json`` prints exactly one
+JSON document on stdout.
+
+Imports are lazy per command: ``wal-push``/``wal-fetch`` run once per WAL segment and must
+start fast (no psycopg; boto3 only when an S3 repository is configured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pgproof import __version__
+from pgproof.configfields import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FETCH_ABORT = 0, 1, 2, 255
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2 (argparse's own default too)
+        self.exit(EXIT_USAGE, f"pgproof: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pgproof", description="PostgreSQL backups, proven restorable.")
+    parser.add_argument("--config", help="config file (default $PGPROOF_CONFIG or ./pgproof.yaml)")
+    parser.add_argument("--version", action="version", version=f"pgproof {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def with_target(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--target", help="target name (needed when several are configured)")
+        return p
+
+    p = with_target(sub.add_parser("backup", help="take one backup into every repository"))
+    p.add_argument("kind", choices=("logical", "physical"))
+    p.add_argument("--json", action="store_true")
+    p = with_target(sub.add_parser("wal-push", help="archive_command: pgproof wal-push %%p"))
+    p.add_argument("path")
+    p = with_target(sub.add_parser("wal-fetch", help="restore_command: pgproof wal-fetch %%f %%p"))
+    p.add_argument("name")
+    p.add_argument("dest")
+    p = with_target(sub.add_parser("list", help="backups, sizes and state"))
+    p.add_argument("--json", action="store_true")
+    p = with_target(sub.add_parser("check", help="fast checks without restoring"))
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-data", action="store_true", help="check sizes only, do not re-hash")
+    p = with_target(sub.add_parser("retention", help="apply retention"))
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p = with_target(sub.add_parser("heartbeat", help="write the heartbeat row on the source"))
+    p.add_argument("--once", action="store_true")
+    return parser
+
+
+def _out_json(doc: object) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"pgproof: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pgproof import config as config_mod
+
+    try:
+        cfg = config_mod.load(args.config)
+        single = args.command in ("wal-push", "wal-fetch", "backup", "heartbeat")
+        targets = (cfg.target(args.target),) if single else cfg.select(args.target)
+    except ConfigError as exc:
+        _err(f"configuration error: {exc}")
+        return EXIT_USAGE
+    from pgproof import commands
+
+    handler = getattr(commands, "cmd_" + args.command.replace("-", "_"))
+    try:
+        return int(handler(cfg, targets, args))
+    except ConfigError as exc:
+        _err(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 1
+        if os.environ.get("PGPROOF_DEBUG"):
+            raise
+        from backups.redact import redact
+
+        _err(f"{args.command} failed unexpectedly: {type(exc).__name__}: {redact(str(exc))}")
+        return EXIT_FAILED

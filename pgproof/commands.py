@@ -1,0 +1,271 @@
+"""One function per CLI command; each returns the exit code (see pgproof.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from typing import Any
+
+from backups.errors import BackupError, LockHeld
+from backups.runner import Runner
+from backups.storage.base import Repository
+from backups.storage.factory import open_all
+from pgproof import __version__
+from pgproof.cli import EXIT_FAILED, EXIT_FETCH_ABORT, EXIT_OK, _err, _out_json
+from pgproof.config import Config, Target
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    from backups.progress import NullProgress
+
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        return NullProgress()
+    from pgproof.progress import TerminalProgress
+
+    return TerminalProgress()
+
+
+def _close(repos: list[Repository]) -> None:
+    for repo in repos:
+        repo.close()
+
+
+def cmd_backup(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    from backups.jobs import clear_leftovers
+    from backups.lock import target_lock
+    from backups.logical import LogicalBackup
+    from backups.physical import PhysicalBackup
+
+    target = targets[0]
+    try:
+        repos = open_all(target.settings.repositories)
+    except BackupError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    job_class = LogicalBackup if args.kind == "logical" else PhysicalBackup
+    try:
+        with target_lock(target.settings.lock_dir, target.name, f"backup {args.kind}"):
+            clear_leftovers(repos, target.name)
+            job = job_class(target.settings, repos, Runner(), __version__, _progress(args))
+            outcome = job.run()
+    except LockHeld as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    except BackupError as exc:
+        _err(f"{args.kind} backup of {target.name} failed: {exc}")
+        if args.json:
+            _out_json({"target": target.name, "kind": args.kind, "ok": False, "error": str(exc)})
+        return EXIT_FAILED
+    finally:
+        _close(repos)
+    m = outcome.manifest
+    if args.json:
+        _out_json(
+            {
+                "target": target.name,
+                "kind": m.kind,
+                "ok": outcome.ok,
+                "backup_id": m.id,
+                "size_bytes": m.size,
+                "duration_seconds": round(m.duration_seconds, 3),
+                "stored_in": list(outcome.stored_in),
+                "failed": outcome.failed,
+            }
+        )
+    else:
+        print(m.id)
+    for name, why in outcome.failed.items():
+        _err(f"repository {name!r} did not receive backup {m.id}: {why}")
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def cmd_wal_push(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    from backups import walarchive
+
+    target = targets[0]
+    try:
+        repos = open_all(target.settings.repositories)
+        outcome = walarchive.push(
+            target.name, repos, args.path, target.settings.wal.compression_level
+        )
+    except BackupError as exc:
+        _err(f"wal-push {args.path}: {exc}")
+        return EXIT_FAILED
+    for why in outcome.failed.values():
+        _err(f"wal-push {outcome.name}: {why}")
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def cmd_wal_fetch(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    from backups import walarchive
+
+    target = targets[0]
+    try:
+        repos = open_all(target.settings.repositories)
+    except BackupError as exc:
+        _err(f"wal-fetch {args.name}: {exc}")
+        return EXIT_FETCH_ABORT
+    # Local repositories first: they are the fastest and need no network.
+    repos.sort(key=lambda r: r.kind != "filesystem")
+    try:
+        _, problems = walarchive.fetch(target.name, repos, args.name, args.dest)
+    except walarchive.WalNotFound:
+        return EXIT_FAILED
+    except BackupError as exc:
+        _err(f"wal-fetch {args.name}: {exc}")
+        return EXIT_FETCH_ABORT
+    for problem in problems:
+        _err(f"wal-fetch {args.name}: skipped a bad copy: {problem}")
+    return EXIT_OK
+
+
+def cmd_list(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    from backups import catalog, health
+
+    doc: list[dict[str, Any]] = []
+    for target in targets:
+        repos = open_all(target.settings.repositories)
+        for repo in repos:
+            try:
+                entries = catalog.scan(repo, target.name)
+            except BackupError as exc:
+                doc.append({"target": target.name, "repository": repo.name, "error": str(exc)})
+                continue
+            for e in entries:
+                if e.manifest is not None:
+                    row = health.describe_backup(e.manifest)
+                elif e.error:
+                    row = {"id": e.id, "state": "corrupt", "error": e.error}
+                else:
+                    row = {"id": e.id, "state": "incomplete", "size_bytes": e.stored_bytes}
+                doc.append({"target": target.name, "repository": repo.name, **row})
+        _close(repos)
+    if args.json:
+        _out_json({"backups": doc})
+        return EXIT_OK
+    from pgproof.progress import human_bytes
+
+    print(f"{'TARGET':<12} {'REPOSITORY':<12} {'BACKUP':<40} {'KIND':<9} {'STATE':<10} SIZE")
+    for row in doc:
+        if "error" in row and "id" not in row:
+            print(f"{row['target']:<12} {row['repository']:<12} unreachable: {row['error']}")
+            continue
+        size = human_bytes(row.get("size_bytes", 0))
+        print(
+            f"{row['target']:<12} {row['repository']:<12} {row['id']:<40} "
+            f"{row.get('kind', '-'):<9} {row['state']:<10} {size}"
+        )
+    return EXIT_OK
+
+
+def cmd_check(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    from backups import health
+
+    reports = []
+    for target in targets:
+        repos = open_all(target.settings.repositories)
+        interactive = not args.json and sys.stderr.isatty()
+
+        def on_file(what: str) -> None:
+            sys.stderr.write(f"\r\033[Kchecking {what}")
+            sys.stderr.flush()
+
+        try:
+            report = health.check(
+                target.name,
+                repos,
+                target.settings.max_backup_age_seconds,
+                verify_data=not args.no_data,
+                on_file=on_file if interactive else None,
+            )
+        finally:
+            _close(repos)
+        if interactive:
+            sys.stderr.write("\r\033[K")
+        reports.append(report)
+    healthy = all(r.healthy for r in reports)
+    if args.json:
+        _out_json({"healthy": healthy, "targets": [r.to_dict() for r in reports]})
+    else:
+        for r in reports:
+            print(f"target {r.target}: {'healthy' if r.healthy else 'PROBLEMS'}")
+            for rep in r.repositories:
+                wal = rep.wal
+                print(
+                    f"  {rep.repository} ({rep.location}): {len(rep.backups)} backups, "
+                    f"WAL {wal.get('first') or '-'} .. {wal.get('last') or '-'}"
+                )
+            for problem in r.problems:
+                print(f"  - {problem}")
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    from backups import retention
+    from backups.lock import target_lock
+
+    doc = []
+    status = EXIT_OK
+    for target in targets:
+        repos = open_all(target.settings.repositories)
+        try:
+            with target_lock(target.settings.lock_dir, target.name, "retention"):
+                for repo in repos:
+                    try:
+                        plan = retention.plan(repo, target.name, target.settings.retention)
+                        if not args.dry_run:
+                            retention.apply(repo, target.name, plan)
+                    except BackupError as exc:
+                        _err(f"retention of {target.name} in {repo.name}: {exc}")
+                        status = EXIT_FAILED
+                        continue
+                    doc.append({"target": target.name, "dry_run": args.dry_run, **plan.__dict__})
+        except LockHeld as exc:
+            _err(str(exc))
+            status = EXIT_FAILED
+        finally:
+            _close(repos)
+    if args.json:
+        _out_json({"retention": doc})
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        for row in doc:
+            print(f"{row['target']} / {row['repository']}: keep {len(row['keep'])} backups")
+            for backup_id in row["delete_backups"]:
+                print(f"  {verb} backup {backup_id} ({row['reasons'][backup_id]})")
+            for backup_id in row["delete_incomplete"]:
+                print(f"  {verb} incomplete backup {backup_id}")
+            if row["delete_wal"]:
+                print(f"  {verb} {len(row['delete_wal'])} WAL files before {row['wal_horizon']}")
+    return status
+
+
+def cmd_heartbeat(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    import signal
+
+    from backups import heartbeat
+    from backups.source import Source
+
+    target = targets[0]
+    hb = target.settings.heartbeat
+    try:
+        source = Source(target.settings.source, Runner())
+        if args.once:
+            beat = heartbeat.beat(source, hb.every_seconds, hb.database)
+            print(beat.at.isoformat())
+            return EXIT_OK
+    except BackupError as exc:
+        _err(f"heartbeat on {target.name}: {exc}")
+        return EXIT_FAILED
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    heartbeat.run_forever(
+        source,
+        hb.every_seconds,
+        stop,
+        hb.database,
+        on_error=lambda exc: _err(f"heartbeat on {target.name}: {exc}"),
+    )
+    return EXIT_OK

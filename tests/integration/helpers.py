@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from backups import catalog
+from backups.storage.base import Repository
+from backups.storage.filesystem import FilesystemRepository
+from backups.storage.s3 import S3Repository
+from backups.storage.s3options import S3Options
+from tests.support.fixtures import Setup
+from tests.support.seaweed import ACCESS_KEY, SECRET_KEY
+
+
+def repos_of(setup: Setup) -> list[Repository]:
+    repos: list[Repository] = [FilesystemRepository("local", setup.repo_dir)]
+    if setup.s3 is not None:
+        repos.append(
+            S3Repository(
+                "offsite",
+                S3Options(
+                    bucket=setup.bucket,
+                    endpoint_url=setup.s3.endpoint,
+                    region="us-east-1",
+                    access_key_id=ACCESS_KEY,
+                    secret_access_key=SECRET_KEY,
+                    max_attempts=2,
+                ),
+            )
+        )
+    return repos
+
+
+def complete_ids(repo: Repository, target: str = "main") -> list[str]:
+    return [e.id for e in catalog.scan(repo, target) if e.complete]
+
+
+def all_keys(repo: Repository, prefix: str = "main/") -> list[str]:
+    return [i.key for i in repo.listing(prefix)]
+
+
+def load_json(text: str) -> Any:
+    return json.loads(text)
+
+
+def seed(setup: Setup, rows: int = 1000) -> None:
+    c = setup.cluster
+    c.sql("create table orders (id serial primary key, note text not null)")
+    c.sql(f"insert into orders (note) select 'order ' || g from generate_series(1, {rows}) g")
+    c.sql("create database app")
+    c.sql("create table items (id int primary key, name text)", dbname="app")
+    c.sql("insert into items select g, 'item ' || g from generate_series(1, 250) g", dbname="app")
+    c.sql("create role reader login")
