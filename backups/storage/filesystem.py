@@ -8,17 +8,19 @@ Metadata lives in a sidecar ``<key>.pgproof-meta`` written (atomically) before t
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from backups.errors import ObjectNotFound, StorageError
 from backups.storage.base import CHUNK_SIZE, HashingCounter, ObjectInfo, Repository, StoredObject
 
+_T = TypeVar("_T")
 TEMP_PREFIX = ".tmp."
 META_SUFFIX = ".pgproof-meta"
 
@@ -79,42 +81,57 @@ class FilesystemRepository(Repository):
             fsync_dir(made.parent)
 
     def _write_atomic(self, final: Path, chunks: Iterable[bytes]) -> HashingCounter:
+        """Temp file, fsync, rename. Errors of the disk become StorageError; errors raised by
+        the ``chunks`` producer propagate unchanged. Either way the temp file is removed."""
         tmp = final.parent / f"{TEMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.{final.name}"
         counter = HashingCounter()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+        except OSError as exc:
+            raise self._disk_error(final, exc) from exc
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
-                self._own(out.fileno())
+                self._guard(final, lambda: self._own(out.fileno()))
                 for chunk in chunks:
                     counter.update(chunk)
                     view = memoryview(chunk)
                     while view:
-                        written = out.write(view)
+                        written = self._guard(final, functools.partial(out.write, view))
                         view = view[written or 0 :]
-                os.fsync(out.fileno())
-            os.replace(tmp, final)
+                self._guard(final, lambda: os.fsync(out.fileno()))
+            self._guard(final, lambda: os.replace(tmp, final))
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
         return counter
 
+    def _disk_error(self, path: Path, exc: OSError) -> StorageError:
+        key = str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+        return StorageError(self.name, f"cannot write {key}: {exc.strerror or exc}")
+
+    def _guard(self, path: Path, action: Callable[[], _T]) -> _T:
+        try:
+            return action()
+        except OSError as exc:
+            raise self._disk_error(path, exc) from exc
+
     def put(
         self, key: str, chunks: Iterable[bytes], metadata: Mapping[str, str] | None = None
     ) -> StoredObject:
         final = self._path(key)
+        meta = final.with_name(final.name + META_SUFFIX)
         try:
             self._mkdirs(final.parent)
-            meta = final.with_name(final.name + META_SUFFIX)
-            if metadata:
-                payload = json.dumps(dict(metadata), sort_keys=True).encode()
-                self._write_atomic(meta, [payload])
-            elif meta.exists():
+            if not metadata and meta.exists():
                 meta.unlink()
-            counter = self._write_atomic(final, chunks)
-            fsync_dir(final.parent)
         except OSError as exc:
-            raise StorageError(self.name, f"cannot write {key}: {exc.strerror or exc}") from exc
+            raise self._disk_error(final, exc) from exc
+        if metadata:
+            payload = json.dumps(dict(metadata), sort_keys=True).encode()
+            self._write_atomic(meta, [payload])
+        counter = self._write_atomic(final, chunks)
+        self._guard(final, lambda: fsync_dir(final.parent))
         return StoredObject(key, counter.size, counter.hexdigest())
 
     def head(self, key: str) -> ObjectInfo | None:

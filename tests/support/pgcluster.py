@@ -106,7 +106,7 @@ class Cluster:
 
     def sql(self, query: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
         with self.connect(dbname) as conn:
-            cur = conn.execute(query)  # type: ignore[arg-type]
+            cur = conn.execute(query.encode())
             return cur.fetchall() if cur.description else []
 
     def switch_wal(self) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+from mypy_boto3_s3.client import S3Client
 
 from tests.support.ports import free_port, wait_port
 
@@ -42,7 +43,7 @@ class SeaweedS3:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> S3Client:
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pgproof import config
+from pgproof.cli import main
+from pgproof.configfields import ConfigError, parse_duration
+
+
+def base() -> dict[str, Any]:
+    return {
+        "repositories": [
+            {"name": "local", "type": "filesystem", "path": "/var/lib/pgproof/repo"},
+            {"name": "offsite", "type": "s3", "bucket": "b", "sse": "AES256"},
+        ],
+        "targets": [
+            {
+                "name": "main",
+                "conninfo": "host=/tmp dbname=app",
+                "repositories": ["local", "offsite"],
+            }
+        ],
+    }
+
+
+def test_valid_config_is_typed_and_frozen() -> None:
+    cfg = config.parse(base())
+    target = cfg.target(None)
+    assert target.name == "main"
+    assert [r.name for r in target.settings.repositories] == ["local", "offsite"]
+    assert target.settings.max_backup_age_seconds == 26 * 3600
+    with pytest.raises(AttributeError):
+        target.settings.name = "x"  # type: ignore[misc]
+
+
+def mutate(path: str, value: Any) -> dict[str, Any]:
+    doc = base()
+    node: Any = doc
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node[int(key)] if key.isdigit() else node.setdefault(key, {})
+    node[keys[-1]] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("targets.0.bogus", 1, "targets[0].bogus"),
+        ("targets.0.retention", {"full_backups": 0}, "targets[0].retention.full_backups"),
+        ("targets.0.retention", {"full_backups": "7"}, "targets[0].retention.full_backups"),
+        ("targets.0.repositories", ["nowhere"], "targets[0].repositories[0]"),
+        ("targets.0.conninfo", "host=x password=secret", "targets[0].conninfo"),
+        ("targets.0.name", "../escape", "targets[0].name"),
+        ("targets.0.max_backup_age", "soon", "targets[0].max_backup_age"),
+        ("targets.0.schedule", {"logical": "sometimes"}, "targets[0].schedule.logical"),
+        ("targets.0.physical", {"compression": "gzip"}, "targets[0].physical.compression"),
+        ("targets.0.logical", {"compression": "zstd:99"}, "targets[0].logical.compression"),
+        ("repositories.1.sse", "rot13", "repositories[1].sse"),
+        ("repositories.0.path", "relative/path", "repositories[0].path"),
+        ("verifier", {"sandbox": "vm"}, "verifier.sandbox"),
+        ("http", {"listen": "9847"}, "http.listen"),
+        ("unknown_top", True, "unknown_top"),
+    ],
+)
+def test_bad_values_name_the_field(path: str, value: Any, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.parse(mutate(path, value))
+    assert info.value.field == field
+    assert str(info.value).startswith(field + ":")
+
+
+def test_durations() -> None:
+    assert parse_duration("26h", "f") == 93600
+    assert parse_duration("15m", "f") == 900
+    assert parse_duration(30, "f") == 30
+    with pytest.raises(ConfigError):
+        parse_duration("-1h", "f")
+
+
+def write(tmp_path: Path, doc: object) -> str:
+    path = tmp_path / "pgproof.yaml"
+    path.write_text(yaml.safe_dump(doc) if not isinstance(doc, str) else doc)
+    return str(path)
+
+
+def test_cli_exits_2_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, mutate("targets.0.retention", {"max_age_days": "long"}))
+    assert main(["--config", path, "list"]) == 2
+    err = capsys.readouterr().err
+    assert "targets[0].retention.max_age_days" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_exits_2_on_missing_file_and_bad_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(tmp_path / "absent.yaml"), "check"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["--config", write(tmp_path, "targets: [\n"), "check"]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_cli_unknown_target_and_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, base())
+    assert main(["--config", path, "list", "--target", "nope"]) == 2
+    assert "--target" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["--config", path, "backup", "incremental"])
+    assert info.value.code == 2
+
+
+def test_wal_push_starts_without_heavy_imports(tmp_path: Path) -> None:
+    """archive_command runs once per segment: no psycopg or boto3 on a filesystem target."""
+    doc = base()
+    doc["repositories"] = doc["repositories"][:1]
+    doc["targets"][0]["repositories"] = ["local"]
+    path = write(tmp_path, doc)
+    probe = (
+        "import sys; from pgproof.cli import main; "
+        f"rc = main(['--config', {path!r}, 'wal-push', '/nonexistent/000000010000000000000001']); "
+        "print(rc, 'psycopg' in sys.modules, 'boto3' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "False", "False"]
