@@ -47,14 +47,23 @@ def zstd_compress_bytes(data: bytes, level: int = 1) -> bytes:
 
 
 def zstd_decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress a stream of one or more zstd frames; ZstdError on corrupt input."""
+    """Decompress a stream of one or more zstd frames; ZstdError on corrupt or cut input."""
     dctx = zstandard.ZstdDecompressor()
-    obj = dctx.decompressobj(read_across_frames=True)
+    obj = dctx.decompressobj()
+    in_frame = False
     for chunk in chunks:
-        out = obj.decompress(chunk)
-        if out:
-            yield out
-    if not obj.eof:
+        while chunk:
+            in_frame = True
+            out = obj.decompress(chunk)
+            if out:
+                yield out
+            if obj.eof:  # a frame ended; what follows belongs to the next one
+                chunk = obj.unused_data
+                obj = dctx.decompressobj()
+                in_frame = False
+            else:
+                chunk = b""
+    if in_frame:
         raise zstandard.ZstdError("truncated zstd stream")
 
 

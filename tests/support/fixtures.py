@@ -7,9 +7,11 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -50,9 +52,13 @@ class Setup:
     target: str = "main"
 
     def pgproof(
-        self, *args: str, check: bool = False, timeout: float = 600
+        self,
+        *args: str,
+        check: bool = False,
+        timeout: float = 600,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, **s3_env())
+        env = dict(os.environ, **s3_env(), **(env or {}))
         proc = subprocess.run(
             [PGPROOF, "--config", str(self.config_path), *args],
             capture_output=True,
@@ -66,6 +72,22 @@ class Setup:
                 f"pgproof {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
             )
         return proc
+
+    def edit_config(self, change: Callable[[dict[str, Any]], None]) -> None:
+        doc = yaml.safe_load(self.config_path.read_text())
+        change(doc)
+        self.config_path.write_text(yaml.safe_dump(doc))
+
+    def wait_archived(self, name: str, timeout: float = 60) -> None:
+        """Wait until ``name`` is in the filesystem repository's WAL archive."""
+        deadline = time.monotonic() + timeout
+        wal = self.repo_dir / self.target / "wal"
+        while not ((wal / (name + ".zst")).exists() or (wal / name).exists()):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{name} not archived after {timeout} s:\n{self.cluster.log_tail()}"
+                )
+            time.sleep(0.1)
 
 
 def s3_env() -> dict[str, str]:
