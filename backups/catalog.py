@@ -22,28 +22,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from backups.errors import CatalogError, StorageError
+from backups.layout import backup_prefix, backups_prefix, results_prefix, wal_prefix
 from backups.storage.base import Repository
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 Kind = Literal["logical", "physical"]
 KINDS: tuple[Kind, ...] = ("logical", "physical")
-
-
-def backups_prefix(target: str) -> str:
-    return f"{target}/backups/"
-
-
-def backup_prefix(target: str, backup_id: str) -> str:
-    return f"{target}/backups/{backup_id}/"
-
-
-def wal_prefix(target: str) -> str:
-    return f"{target}/wal/"
-
-
-def results_prefix(target: str) -> str:
-    return f"{target}/results/"
+__all__ = ["backup_prefix", "backups_prefix", "results_prefix", "wal_prefix"]
 
 
 def new_backup_id(kind: Kind, now: dt.datetime | None = None) -> str:

@@ -72,6 +72,10 @@ class PhysicalSettings:
 class WalSettings:
     compression_level: int = 1  # zstd level for segments; 0 stores them uncompressed
     push_timeout_seconds: int = 300
+    asynchronous: bool = False  # a worker pushes ahead; archive_command waits for its verdict
+    spool_dir: str | None = None  # required when asynchronous
+    async_workers: int = 4
+    async_lookahead: int = 64
 
 
 @dataclass(frozen=True)

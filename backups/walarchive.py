@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backups import compression, walnames
-from backups.catalog import wal_prefix
 from backups.errors import BackupError, IntegrityError, StorageError, WalConflict, WalError
+from backups.layout import wal_prefix
 from backups.storage.base import Repository
 
 COMPRESSED_KINDS = (walnames.WalKind.SEGMENT, walnames.WalKind.PARTIAL)

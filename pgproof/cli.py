@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = with_target(sub.add_parser("wal-push", help="archive_command: pgproof wal-push %%p"))
     p.add_argument("path")
+    p = with_target(sub.add_parser("wal-push-worker", help=argparse.SUPPRESS))
+    p.add_argument("pg_wal")
     p = with_target(sub.add_parser("wal-fetch", help="restore_command: pgproof wal-fetch %%f %%p"))
     p.add_argument("name")
     p.add_argument("dest")
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = config_mod.load(args.config)
-        single = args.command in ("wal-push", "wal-fetch", "backup", "heartbeat")
+        single = args.command in ("wal-push", "wal-push-worker", "wal-fetch", "backup", "heartbeat")
         targets = (cfg.target(args.target),) if single else cfg.select(args.target)
     except ConfigError as exc:
         _err(f"configuration error: {exc}")

@@ -237,7 +237,18 @@ def _target(f: Fields, repos: dict[str, RepoSettings], max_age: float, lock_dir:
     )
     ph.done()
     w = f.sub("wal")
-    wal = WalSettings(compression_level=w.req_integer("compression_level", 1, 0, 19))
+    wal = WalSettings(
+        compression_level=w.req_integer("compression_level", 1, 0, 19),
+        push_timeout_seconds=w.req_integer("push_timeout_seconds", 300, 1),
+        asynchronous=w.flag("async", False),
+        spool_dir=w.text("spool_dir"),
+        async_workers=w.req_integer("async_workers", 4, 1, 64),
+        async_lookahead=w.req_integer("async_lookahead", 64, 1, 10000),
+    )
+    if wal.asynchronous and not wal.spool_dir:
+        w.fail("spool_dir", "is required with async: true (a directory the postgres user owns)")
+    if wal.spool_dir and not os.path.isabs(wal.spool_dir):
+        w.fail("spool_dir", "must be an absolute path")
     w.done()
     checks = []
     for i, raw in enumerate(f.items("checks")):
@@ -346,7 +357,7 @@ def load(path: str | None = None) -> Config:
     except OSError as exc:
         raise ConfigError("", f"cannot read config file {where}: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

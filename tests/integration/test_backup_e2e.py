@@ -4,6 +4,8 @@ then ``check`` reports healthy."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from backups import catalog
@@ -49,3 +51,26 @@ def test_backups_land_in_both_repositories_and_check_is_healthy(setup_matrix: Se
     assert {(b["repository"], b["kind"], b["state"]) for b in listed} == {
         (r, k, "complete") for r in ("local", "offsite") for k in ("logical", "physical")
     }
+
+
+def test_async_archiving_keeps_up_and_backups_work(setup15: Setup) -> None:
+    s = setup15
+    spool = s.config_path.parent / "spool"
+    spool.mkdir()
+    os.chown(spool, s.repo_dir.stat().st_uid, s.repo_dir.stat().st_gid)
+    s.edit_config(lambda d: d["targets"][0].update(wal={"async": True, "spool_dir": str(spool)}))
+    names = []
+    for i in range(8):
+        s.cluster.sql(f"create table a{i} as select g from generate_series(1, 20000) g")
+        names.append(s.cluster.switch_wal())
+    s.wait_archived(names[-1])
+    physical = load_json(s.pgproof("backup", "physical", "--json", check=True).stdout)
+    assert physical["stored_in"] == ["local", "offsite"]
+    for repo in repos_of(s):
+        keys = all_keys(repo)
+        for name in names:
+            assert f"main/wal/{name}.zst" in keys, (repo.name, name)
+    assert s.pgproof("check").returncode == 0
+    archiver = s.cluster.sql("select archived_count, failed_count from pg_stat_archiver")[0]
+    assert archiver[0] >= len(names) and archiver[1] == 0
+    assert list((spool / "main" / "error").iterdir()) == []

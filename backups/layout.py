@@ -1,0 +1,19 @@
+"""Where things live in a repository (DESIGN.md: repository layout). Import-light."""
+
+from __future__ import annotations
+
+
+def backups_prefix(target: str) -> str:
+    return f"{target}/backups/"
+
+
+def backup_prefix(target: str, backup_id: str) -> str:
+    return f"{target}/backups/{backup_id}/"
+
+
+def wal_prefix(target: str) -> str:
+    return f"{target}/wal/"
+
+
+def results_prefix(target: str) -> str:
+    return f"{target}/results/"
