@@ -17,14 +17,15 @@ holds: 0 only when durably stored. The worker exits after ``idle_exit`` seconds 
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 from backups.errors import WalError
 
@@ -32,90 +33,92 @@ READY_SUFFIX = ".ready"
 LOCK_NAME = "worker.lock"
 
 
-@dataclass(frozen=True)
 class Spool:
-    root: Path
+    """The spool of one target (plain strings and os calls: this is on the hot path)."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.ok_dir = os.path.join(root, "ok")
+        self.error_dir = os.path.join(root, "error")
 
     @classmethod
     def for_target(cls, spool_dir: str, target: str) -> Spool:
-        return cls(Path(spool_dir) / target)
-
-    @property
-    def ok_dir(self) -> Path:
-        return self.root / "ok"
-
-    @property
-    def error_dir(self) -> Path:
-        return self.root / "error"
+        return cls(os.path.join(spool_dir, target))
 
     def prepare(self) -> None:
         for directory in (self.root, self.ok_dir, self.error_dir):
-            directory.mkdir(parents=True, exist_ok=True, mode=0o750)
+            os.makedirs(directory, mode=0o750, exist_ok=True)
 
     def mark_ok(self, name: str) -> None:
-        (self.ok_dir / name).touch()
+        os.close(os.open(os.path.join(self.ok_dir, name), os.O_WRONLY | os.O_CREAT, 0o640))
         with contextlib.suppress(FileNotFoundError):
-            (self.error_dir / name).unlink()
+            os.unlink(os.path.join(self.error_dir, name))
 
     def mark_error(self, name: str, message: str) -> None:
-        tmp = self.error_dir / f".{name}.tmp"
-        tmp.write_text(message)
-        os.replace(tmp, self.error_dir / name)
+        tmp = os.path.join(self.error_dir, f".{name}.tmp")
+        with open(tmp, "w") as fh:
+            fh.write(message)
+        os.replace(tmp, os.path.join(self.error_dir, name))
 
     def has_marker(self, name: str) -> bool:
-        return (self.ok_dir / name).exists() or (self.error_dir / name).exists()
+        return os.path.exists(os.path.join(self.ok_dir, name)) or os.path.exists(
+            os.path.join(self.error_dir, name)
+        )
 
     def take(self, name: str) -> tuple[bool, str] | None:
         """Consume the marker of ``name``: (True, "") ok, (False, why) error, None: none yet."""
         try:
-            (self.ok_dir / name).unlink()
+            os.unlink(os.path.join(self.ok_dir, name))
             return True, ""
         except FileNotFoundError:
             pass
-        path = self.error_dir / name
+        path = os.path.join(self.error_dir, name)
         try:
-            message = path.read_text()
+            with open(path) as fh:
+                message = fh.read()
         except FileNotFoundError:
             return None
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            os.unlink(path)
         return False, message
 
-    def worker_running(self) -> bool:
-        """True when some process holds the worker lock."""
-        try:
-            fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o640)
-        except FileNotFoundError:
-            return False
+    def log_path(self) -> str:
+        return os.path.join(self.root, "worker.log")
+
+    def try_lock(self) -> int | None:
+        """Take the worker lock; the fd (to hand to a new worker) or None if a worker has it."""
+        fd = os.open(os.path.join(self.root, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # releases the probe's lock if it got it
-        return False
+            os.close(fd)
+            return None
+        return fd
 
     @contextlib.contextmanager
     def worker_lock(self) -> Iterator[bool]:
-        """Hold the worker lock; yields False (and holds nothing) when another worker has it."""
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o640)
+        """Hold the worker lock; yields False (holding nothing) when a worker has it."""
+        fd = self.try_lock()
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
+            yield fd is not None
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
+
+    def worker_running(self) -> bool:
+        fd = self.try_lock()
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
 
 
-def ready_files(pg_wal: Path) -> list[str]:
+def ready_files(pg_wal: str) -> list[str]:
     """Names PostgreSQL has marked ready to archive, in archiving order (history first)."""
     try:
         names = [
             e.name[: -len(READY_SUFFIX)]
-            for e in os.scandir(pg_wal / "archive_status")
+            for e in os.scandir(os.path.join(pg_wal, "archive_status"))
             if e.name.endswith(READY_SUFFIX)
         ]
     except FileNotFoundError:
@@ -127,39 +130,59 @@ def wait_for(
     spool: Spool,
     name: str,
     timeout: float,
-    ensure_worker: Callable[[], None],
-    poll: float = 0.005,
+    spawn: Callable[[int], None],
+    poll: float = 0.002,
 ) -> tuple[bool, str]:
-    """The foreground: wait for the worker's verdict on ``name``."""
+    """The foreground: wait for the worker's verdict on ``name``.
+
+    When no worker holds the lock, the foreground takes it and ``spawn(fd)`` starts a worker
+    that inherits the locked fd: there is no moment without an owner, so two workers never
+    start for one spool.
+    """
     deadline = time.monotonic() + timeout
-    started_worker = False
+    next_probe = 0.0
     while True:
         verdict = spool.take(name)
         if verdict is not None:
             return verdict
-        if not started_worker or not spool.worker_running():
-            ensure_worker()
-            started_worker = True
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now >= next_probe:
+            fd = spool.try_lock()
+            if fd is not None:
+                try:
+                    spawn(fd)
+                finally:
+                    os.close(fd)
+            next_probe = now + 0.5
+        if now > deadline:
             return False, f"no verdict from the async WAL worker within {timeout:g} s"
         time.sleep(poll)
-        poll = min(poll * 1.5, 0.05)
+        poll = min(poll * 1.5, 0.02)
 
 
-PushOne = Callable[[Path], None]  # raises on failure
+PushOne = Callable[[str], None]  # the path of a file to push; raises on failure
 
 
 def run_worker(
     spool: Spool,
-    pg_wal: Path,
+    pg_wal: str,
     push_one: PushOne,
     workers: int = 4,
     lookahead: int = 64,
     idle_exit: float = 10.0,
-    scan_interval: float = 0.02,
+    scan_interval: float = 0.01,
+    lock_fd: int | None = None,
 ) -> int:
-    """Push ready files ahead until idle; returns how many were pushed (0 if another runs)."""
+    """Push ready files ahead until idle; returns how many were pushed (0 if another runs).
+
+    ``lock_fd``: the worker lock, already taken by the foreground that started us.
+    """
     spool.prepare()
+    if lock_fd is not None:
+        try:
+            return _work(spool, pg_wal, push_one, workers, lookahead, idle_exit, scan_interval)
+        finally:
+            os.close(lock_fd)
     with spool.worker_lock() as mine:
         if not mine:
             return 0
@@ -168,15 +191,17 @@ def run_worker(
 
 def _work(
     spool: Spool,
-    pg_wal: Path,
+    pg_wal: str,
     push_one: PushOne,
     workers: int,
     lookahead: int,
     idle_exit: float,
     scan_interval: float,
 ) -> int:
+    import concurrent.futures
+
     pushed: set[str] = set()  # never push a name twice in one life (PG may recycle it)
-    inflight: dict[str, concurrent.futures.Future[None]] = {}
+    inflight: dict[str, Future[None]] = {}
     count = 0
     idle_since = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="walpush") as pool:
@@ -198,7 +223,7 @@ def _work(
                 if n not in inflight and n not in pushed and not spool.has_marker(n)
             ]
             for name in todo[: max(0, lookahead - len(inflight))]:
-                inflight[name] = pool.submit(push_one, pg_wal / name)
+                inflight[name] = pool.submit(push_one, os.path.join(pg_wal, name))
             if inflight or todo:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since > idle_exit:
@@ -213,10 +238,10 @@ def _work(
                 time.sleep(scan_interval)
 
 
-def check_ready_dir(path: str) -> Path:
+def check_ready_dir(path: str) -> str:
     """The pg_wal directory of a file PostgreSQL hands to archive_command."""
-    pg_wal = Path(os.path.abspath(path)).parent
-    if not (pg_wal / "archive_status").is_dir():
+    pg_wal = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(os.path.join(pg_wal, "archive_status")):
         raise WalError(
             f"{path} is not in a pg_wal directory (no archive_status next to it); "
             "async archiving needs archive_command = 'pgproof wal-push %p'"

@@ -11,12 +11,15 @@ start fast (no psycopg; boto3 only when an S3 repository is configured).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+    from typing import Any
 
 from pgproof import __version__
 from pgproof.configfields import ConfigError
@@ -24,12 +27,13 @@ from pgproof.configfields import ConfigError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FETCH_ABORT = 0, 1, 2, 255
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2 (argparse's own default too)
-        self.exit(EXIT_USAGE, f"pgproof: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # not at module level: the async wal-push path must start fast
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> Any:  # one line, exit 2 (argparse's default too)
+            self.exit(EXIT_USAGE, f"pgproof: {message}\n")
+
     parser = _Parser(prog="pgproof", description="PostgreSQL backups, proven restorable.")
     parser.add_argument("--config", help="config file (default $PGPROOF_CONFIG or ./pgproof.yaml)")
     parser.add_argument("--version", action="version", version=f"pgproof {__version__}")
@@ -46,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p = with_target(sub.add_parser("wal-push-worker", help=argparse.SUPPRESS))
     p.add_argument("pg_wal")
+    p.add_argument("--lock-fd", type=int, default=None)
     p = with_target(sub.add_parser("wal-fetch", help="restore_command: pgproof wal-fetch %%f %%p"))
     p.add_argument("name")
     p.add_argument("dest")
@@ -71,6 +76,11 @@ def _err(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pgproof import walfast
+
+    fast = walfast.try_fast(list(sys.argv[1:] if argv is None else argv))
+    if fast is not None:
+        return fast
     args = build_parser().parse_args(argv)
     from pgproof import config as config_mod
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from typing import Any
@@ -84,6 +85,19 @@ def cmd_wal_push(cfg: Config, targets: tuple[Target, ...], args: argparse.Namesp
     from backups import walarchive
 
     target = targets[0]
+    from pgproof import walfast
+
+    walfast.write_cache(
+        cfg.path,
+        {
+            t.name: {
+                "async": t.settings.wal.asynchronous,
+                "spool_dir": t.settings.wal.spool_dir,
+                "timeout": t.settings.wal.push_timeout_seconds,
+            }
+            for t in cfg.targets
+        },
+    )
     if target.settings.wal.asynchronous:
         return _wal_push_async(cfg, target, args.path)
     try:
@@ -100,51 +114,16 @@ def cmd_wal_push(cfg: Config, targets: tuple[Target, ...], args: argparse.Namesp
 
 
 def _wal_push_async(cfg: Config, target: Target, path: str) -> int:
-    import os
-    import subprocess
-
-    from backups import walasync
+    from pgproof import walfast
 
     wal = target.settings.wal
     assert wal.spool_dir is not None
-    name = os.path.basename(path)
-    try:
-        pg_wal = walasync.check_ready_dir(path)
-        spool = walasync.Spool.for_target(wal.spool_dir, target.name)
-        spool.prepare()
-    except (BackupError, OSError) as exc:
-        _err(f"wal-push {name}: {exc}")
-        return EXIT_FAILED
-
-    def ensure_worker() -> None:
-        with (spool.root / "worker.log").open("ab") as log:
-            subprocess.Popen(  # detached: outlives this archive_command
-                [
-                    sys.executable,
-                    "-m",
-                    "pgproof",
-                    "--config",
-                    cfg.path,
-                    "wal-push-worker",
-                    "--target",
-                    target.name,
-                    str(pg_wal),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                start_new_session=True,
-            )
-
-    ok, why = walasync.wait_for(spool, name, wal.push_timeout_seconds, ensure_worker)
-    if not ok:
-        _err(f"wal-push {name}: {why}")
-    return EXIT_OK if ok else EXIT_FAILED
+    return walfast.run_foreground(
+        os.path.abspath(cfg.path), target.name, path, wal.spool_dir, wal.push_timeout_seconds
+    )
 
 
 def cmd_wal_push_worker(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from backups import walarchive, walasync
 
     target = targets[0]
@@ -154,12 +133,12 @@ def cmd_wal_push_worker(cfg: Config, targets: tuple[Target, ...], args: argparse
     try:
         repos = open_all(target.settings.repositories)
     except BackupError as exc:  # tell the waiting archive_command why, instead of timing out
-        for name in walasync.ready_files(Path(args.pg_wal)):
+        for name in walasync.ready_files(args.pg_wal):
             spool.mark_error(name, str(exc))
         _err(f"wal-push-worker: {exc}")
         return EXIT_FAILED
 
-    def push_one(path: Path) -> None:
+    def push_one(path: str) -> None:
         outcome = walarchive.push(target.name, repos, path, wal.compression_level)
         if not outcome.ok:
             raise BackupError("; ".join(outcome.failed.values()))
@@ -167,10 +146,11 @@ def cmd_wal_push_worker(cfg: Config, targets: tuple[Target, ...], args: argparse
     try:
         walasync.run_worker(
             spool,
-            Path(args.pg_wal),
+            args.pg_wal,
             push_one,
             workers=wal.async_workers,
             lookahead=wal.async_lookahead,
+            lock_fd=args.lock_fd,
         )
     finally:
         _close(repos)

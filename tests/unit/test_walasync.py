@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -25,33 +26,33 @@ NAMES = [f"0000000100000000000000{i:02X}" for i in range(1, 13)] + ["00000002.hi
 def test_worker_pushes_ahead_and_foreground_gets_each_verdict(tmp_path: Path) -> None:
     pg_wal = pg_wal_with(tmp_path, NAMES)
     repo = FilesystemRepository("local", tmp_path / "repo")
-    spool = walasync.Spool(tmp_path / "spool")
+    spool = walasync.Spool(str(tmp_path / "spool"))
     spool.prepare()
     bad = NAMES[5]
 
-    def push_one(path: Path) -> None:
-        if path.name == bad:
+    def push_one(path: str) -> None:
+        if os.path.basename(path) == bad:
             raise WalError("simulated conflict")
         outcome = walarchive.push("t", [repo], path, 1)
         assert outcome.ok
 
     threads: list[threading.Thread] = []
 
-    def ensure_worker() -> None:
-        if not any(t.is_alive() for t in threads):
-            t = threading.Thread(
-                target=walasync.run_worker,
-                args=(spool, pg_wal, push_one),
-                kwargs={"workers": 3, "lookahead": 8, "idle_exit": 0.3},
-            )
-            threads.append(t)
-            t.start()
+    def spawn(lock_fd: int) -> None:
+        # a thread instead of a process: it needs its own fd on the locked file description
+        t = threading.Thread(
+            target=walasync.run_worker,
+            args=(spool, str(pg_wal), push_one),
+            kwargs={"workers": 3, "lookahead": 8, "idle_exit": 0.3, "lock_fd": os.dup(lock_fd)},
+        )
+        threads.append(t)
+        t.start()
 
     # history files go first, then segments in order, as PostgreSQL archives them
-    assert walasync.ready_files(pg_wal)[0] == "00000002.history"
+    assert walasync.ready_files(str(pg_wal))[0] == "00000002.history"
     verdicts = {}
-    for name in walasync.ready_files(pg_wal):
-        verdicts[name] = walasync.wait_for(spool, name, 10, ensure_worker)
+    for name in walasync.ready_files(str(pg_wal)):
+        verdicts[name] = walasync.wait_for(spool, name, 10, spawn)
         if verdicts[name][0]:  # what PostgreSQL does after exit 0
             (pg_wal / "archive_status" / f"{name}.ready").rename(
                 pg_wal / "archive_status" / f"{name}.done"
@@ -63,23 +64,25 @@ def test_worker_pushes_ahead_and_foreground_gets_each_verdict(tmp_path: Path) ->
     for t in threads:
         t.join(5)
     assert len(threads) == 1  # one worker served the whole run
-    assert list(spool.ok_dir.iterdir()) == []
+    assert os.listdir(spool.ok_dir) == []
 
 
 def test_second_worker_steps_aside(tmp_path: Path) -> None:
-    spool = walasync.Spool(tmp_path / "spool")
+    spool = walasync.Spool(str(tmp_path / "spool"))
     spool.prepare()
     with spool.worker_lock() as mine:
         assert mine and spool.worker_running()
-        assert walasync.run_worker(spool, tmp_path, lambda p: None, idle_exit=0) == 0
+        assert walasync.run_worker(spool, str(tmp_path), lambda p: None, idle_exit=0) == 0
     assert not spool.worker_running()
 
 
 def test_foreground_times_out_without_worker(tmp_path: Path) -> None:
-    spool = walasync.Spool(tmp_path / "spool")
+    spool = walasync.Spool(str(tmp_path / "spool"))
     spool.prepare()
-    ok, why = walasync.wait_for(spool, NAMES[0], 0.2, lambda: None)
+    spawned: list[int] = []
+    ok, why = walasync.wait_for(spool, NAMES[0], 0.2, spawned.append)
     assert not ok and "no verdict" in why
+    assert len(spawned) == 1  # it tried to start one worker, not one per poll
 
 
 def test_async_needs_a_pg_wal_directory(tmp_path: Path) -> None:
