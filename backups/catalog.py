@@ -234,3 +234,31 @@ def scan(repo: Repository, target: str, read: bool = True) -> list[CatalogEntry]
 
 def complete_manifests(entries: Iterable[CatalogEntry]) -> list[Manifest]:
     return [e.manifest for e in entries if e.manifest is not None]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The newest restore-test result recorded for a backup (written by the verifier)."""
+
+    result_id: str
+    verdict: str
+    finished_at: str
+
+
+def latest_verifications(repo: Repository, target: str) -> dict[str, Verification]:
+    """backup id -> its newest result record; unreadable records are skipped."""
+    newest: dict[str, Verification] = {}
+    for info in repo.listing(results_prefix(target)):
+        if not info.key.endswith(".json"):
+            continue
+        try:
+            record = json.loads(repo.read_bytes(info.key))
+            found = Verification(
+                str(record["id"]), str(record["verdict"]), str(record["finished_at"])
+            )
+            backup_id = str(record["backup_id"])
+        except (ValueError, KeyError, TypeError, StorageError):
+            continue
+        if backup_id not in newest or found.finished_at > newest[backup_id].finished_at:
+            newest[backup_id] = found
+    return newest

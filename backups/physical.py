@@ -106,8 +106,22 @@ class PhysicalBackup:
         except BackupError:
             return None
 
+    def _refuse_extra_tablespaces(self) -> None:
+        with self.source.connect() as conn, self.source.errors("listing tablespaces"):
+            rows = conn.execute(
+                "select spcname from pg_tablespace where spcname not in ('pg_default', 'pg_global')"
+            ).fetchall()
+        if rows:
+            names = ", ".join(str(r[0]) for r in rows)
+            raise BackupFailed(
+                f"the source has tablespaces outside the data directory ({names}); pgproof "
+                "streams pg_basebackup's single tar and cannot back them up yet: use logical "
+                "backups for this target"
+            )
+
     def run(self) -> BackupOutcome:
         info = self.source.info()
+        self._refuse_extra_tablespaces()
         bins = self._binaries(info)
         method, level = compression.parse_method(self.settings.compression)
         started = dt.datetime.now(dt.UTC)

@@ -36,15 +36,20 @@ class SourceSettings:
     connect_timeout: int = 10
 
     def password(self) -> str | None:
+        from backups.errors import SourceError
+
         if self.password_env:
             value = os.environ.get(self.password_env)
             if value is None:
-                from backups.errors import SourceError
-
                 raise SourceError(f"environment variable {self.password_env} is not set")
             return value
         if self.password_file:
-            return Path(self.password_file).read_text().rstrip("\r\n")
+            try:
+                return Path(self.password_file).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise SourceError(
+                    f"cannot read password_file {self.password_file}: {exc.strerror or exc}"
+                ) from None
         return None
 
 

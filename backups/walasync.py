@@ -200,7 +200,7 @@ def _work(
 ) -> int:
     import concurrent.futures
 
-    pushed: set[str] = set()  # never push a name twice in one life (PG may recycle it)
+    status = os.path.join(pg_wal, "archive_status")
     inflight: dict[str, Future[None]] = {}
     count = 0
     idle_since = time.monotonic()
@@ -211,17 +211,16 @@ def _work(
                     continue
                 del inflight[name]
                 error = future.exception()
+                if not os.path.exists(os.path.join(status, name + READY_SUFFIX)):
+                    continue  # archived meanwhile (PostgreSQL marked it .done): no verdict owed
                 if error is None:
-                    pushed.add(name)
                     spool.mark_ok(name)
                     count += 1
                 else:
                     spool.mark_error(name, str(error) or type(error).__name__)
-            todo = [
-                n
-                for n in ready_files(pg_wal)
-                if n not in inflight and n not in pushed and not spool.has_marker(n)
-            ]
+            ready = ready_files(pg_wal)
+            _drop_orphan_markers(spool, set(ready))
+            todo = [n for n in ready if n not in inflight and not spool.has_marker(n)]
             for name in todo[: max(0, lookahead - len(inflight))]:
                 inflight[name] = pool.submit(push_one, os.path.join(pg_wal, name))
             if inflight or todo:
@@ -236,6 +235,19 @@ def _work(
                 )
             else:
                 time.sleep(scan_interval)
+
+
+def _drop_orphan_markers(spool: Spool, ready: set[str]) -> None:
+    """Markers of files no longer waiting (PostgreSQL archived them) are never read: drop."""
+    for directory in (spool.ok_dir, spool.error_dir):
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name not in ready and not name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, name))
 
 
 def check_ready_dir(path: str) -> str:

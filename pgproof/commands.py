@@ -189,12 +189,23 @@ def cmd_list(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace)
         for repo in repos:
             try:
                 entries = catalog.scan(repo, target.name)
+                verified = catalog.latest_verifications(repo, target.name)
             except BackupError as exc:
                 doc.append({"target": target.name, "repository": repo.name, "error": str(exc)})
                 continue
             for e in entries:
                 if e.manifest is not None:
                     row = health.describe_backup(e.manifest)
+                    last = verified.get(e.id)
+                    row["last_verification"] = (
+                        {
+                            "verdict": last.verdict,
+                            "finished_at": last.finished_at,
+                            "result": last.result_id,
+                        }
+                        if last
+                        else None
+                    )
                 elif e.error:
                     row = {"id": e.id, "state": "corrupt", "error": e.error}
                 else:
@@ -206,15 +217,20 @@ def cmd_list(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace)
         return EXIT_OK
     from pgproof.progress import human_bytes
 
-    print(f"{'TARGET':<12} {'REPOSITORY':<12} {'BACKUP':<40} {'KIND':<9} {'STATE':<10} SIZE")
+    print(
+        f"{'TARGET':<12} {'REPOSITORY':<12} {'BACKUP':<34} {'KIND':<9} {'STATE':<10} "
+        f"{'SIZE':>10}  LAST VERIFIED"
+    )
     for row in doc:
         if "error" in row and "id" not in row:
             print(f"{row['target']:<12} {row['repository']:<12} unreachable: {row['error']}")
             continue
         size = human_bytes(row.get("size_bytes", 0))
+        last = row.get("last_verification")
+        shown = f"{last['verdict']} {last['finished_at']}" if last else "never"
         print(
-            f"{row['target']:<12} {row['repository']:<12} {row['id']:<40} "
-            f"{row.get('kind', '-'):<9} {row['state']:<10} {size}"
+            f"{row['target']:<12} {row['repository']:<12} {row['id']:<34} "
+            f"{row.get('kind', '-'):<9} {row['state']:<10} {size:>10}  {shown}"
         )
     return EXIT_OK
 

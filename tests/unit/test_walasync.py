@@ -88,3 +88,37 @@ def test_foreground_times_out_without_worker(tmp_path: Path) -> None:
 def test_async_needs_a_pg_wal_directory(tmp_path: Path) -> None:
     with pytest.raises(WalError, match="archive_status"):
         walasync.check_ready_dir(str(tmp_path / NAMES[0]))
+
+
+def test_a_file_asked_for_again_is_pushed_again_at_once(tmp_path: Path) -> None:
+    """After a crash PostgreSQL re-archives a file it had archived: no waiting."""
+    pg_wal = pg_wal_with(tmp_path, NAMES[:1])
+    spool = walasync.Spool(str(tmp_path / "spool"))
+    spool.prepare()
+    pushes: list[str] = []
+
+    def push_one(path: str) -> None:
+        pushes.append(os.path.basename(path))
+
+    lock_fd = spool.try_lock()  # as the foreground does before it spawns a worker
+    assert lock_fd is not None
+    worker = threading.Thread(
+        target=walasync.run_worker,
+        args=(spool, str(pg_wal), push_one),
+        kwargs={"idle_exit": 0.5, "lock_fd": lock_fd},
+    )
+    worker.start()
+    for _ in range(2):
+        assert walasync.wait_for(spool, NAMES[0], 5, lambda fd: None) == (True, "")
+    (pg_wal / "archive_status" / f"{NAMES[0]}.ready").unlink()
+    worker.join(5)
+    assert pushes[:2] == [NAMES[0], NAMES[0]]
+
+
+def test_orphan_markers_are_dropped(tmp_path: Path) -> None:
+    pg_wal = pg_wal_with(tmp_path, NAMES[:2])
+    spool = walasync.Spool(str(tmp_path / "spool"))
+    spool.prepare()
+    spool.mark_ok("000000010000000000000099")  # PostgreSQL archived it; never consumed
+    walasync.run_worker(spool, str(pg_wal), lambda p: None, idle_exit=0.05)
+    assert sorted(os.listdir(spool.ok_dir)) == NAMES[:2]
