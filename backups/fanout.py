@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from backups.errors import BackupError, StorageError
+from backups.errors import BackupError, BackupFailed, StorageError
 from backups.storage.base import Repository, StoredObject
 
 _END = object()
@@ -98,8 +98,9 @@ def fan_out(
     """Store ``chunks`` under ``key`` in every repository; see the module docstring.
 
     Errors of the producer propagate (after every partial write was aborted); errors of a
-    repository are collected in ``FanoutResult.failed``. When every repository failed the
-    producer is not read any further.
+    repository are collected in ``FanoutResult.failed``. When every repository has failed,
+    BackupFailed is raised at once: the producer is not read any further, and the caller's
+    ``with runner.stream(...)`` kills the command instead of waiting on a full pipe.
     """
     consumers = [_Consumer(r, key, metadata, queue_depth) for r in repos]
     try:
@@ -108,7 +109,10 @@ def fan_out(
                 continue
             live = [c for c in consumers if c.alive]
             if not live:
-                break
+                for consumer in consumers:
+                    consumer.thread.join()
+                why = "; ".join(str(c.error) for c in consumers if c.error is not None)
+                raise BackupFailed(f"every repository failed writing {key}: {why}")
             for consumer in live:
                 consumer.offer(chunk)
     except BaseException:

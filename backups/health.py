@@ -171,8 +171,9 @@ def _check_wal(
         report.problems.append(f"{repo.name}: timeline history file {name} is missing")
     for problem in result.problems:
         report.problems.append(f"{repo.name}: WAL: {problem}")
+    last_segno = walnames.parse_segment_name(result.last, seg_size)[1] if result.last else -1
     for m in physical:
-        if m.stop_wal and result.last and m.stop_wal[8:] > result.last[8:]:
+        if m.stop_wal and walnames.parse_segment_name(m.stop_wal, seg_size)[1] > last_segno:
             report.problems.append(
                 f"{repo.name}: backup {m.id} needs WAL up to {m.stop_wal}, archive ends at "
                 f"{result.last}"

@@ -50,6 +50,19 @@ class RepoSet:
             raise BackupFailed("every repository failed: " + "; ".join(self.failed.values()))
 
 
+def commit(
+    all_repos: Sequence[Repository], repos: RepoSet, manifest: catalog.Manifest
+) -> BackupOutcome:
+    """Write the manifest, the commit mark, last; clean what failed repositories hold."""
+    for repo in list(repos.active):
+        try:
+            catalog.write_manifest(repo, manifest)
+        except Exception as exc:  # noqa: BLE001 - StorageError or an OS-level failure
+            repos.drop(repo.name, str(exc))  # BackupFailed when it was the last one
+    remove_partial([r for r in all_repos if r.name in repos.failed], manifest.target, manifest.id)
+    return BackupOutcome(manifest, tuple(r.name for r in repos.active), dict(repos.failed))
+
+
 def remove_partial(repos: Sequence[Repository], target: str, backup_id: str) -> None:
     """Best effort: delete what a failed job wrote (without a manifest it is invisible)."""
     prefix = catalog.backup_prefix(target, backup_id)

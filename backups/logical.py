@@ -21,9 +21,9 @@ from typing import Any
 from psycopg import sql
 
 from backups import catalog, compression, pgbin
-from backups.errors import BackupFailed, BinaryNotFound, SourceError
+from backups.errors import BinaryNotFound, SourceError
 from backups.fanout import fan_out
-from backups.jobs import BackupOutcome, RepoSet, read_pipe, remove_partial
+from backups.jobs import BackupOutcome, RepoSet, commit, read_pipe, remove_partial
 from backups.progress import NullProgress, Progress, counted
 from backups.runner import Runner
 from backups.settings import TargetSettings
@@ -128,21 +128,10 @@ class LogicalBackup:
                 data_checksums=info.data_checksums,
                 databases=tuple(dumps),
             )
-            for repo in list(repos.active):
-                try:
-                    catalog.write_manifest(repo, manifest)
-                except BackupFailed:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - StorageError or OS-level failure
-                    repos.drop(repo.name, str(exc))
+            return commit(self.repos, repos, manifest)
         except BaseException:
             remove_partial(self.repos, self.target.name, backup_id)
             raise
-        remove_partial(
-            [r for r in self.repos if r.name in repos.failed], self.target.name, backup_id
-        )
-        stored = tuple(r.name for r in repos.active)
-        return BackupOutcome(manifest, stored, repos.failed)
 
     def _databases(self) -> list[tuple[str, int]]:
         available = self.source.databases()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from backups import catalog, compression, pgbin, walarchive, walnames
 from backups.errors import BackupError, BackupFailed, BinaryNotFound, CatalogError
 from backups.fanout import fan_out
-from backups.jobs import BackupOutcome, RepoSet, read_pipe, remove_partial
+from backups.jobs import BackupOutcome, RepoSet, commit, read_pipe, remove_partial
 from backups.progress import NullProgress, Progress, counted
 from backups.runner import Runner
 from backups.settings import TargetSettings
@@ -52,18 +52,15 @@ def parse_points(backup_label: bytes, backup_manifest: bytes) -> BackupPoints:
         raise CatalogError("backup_label lacks START WAL LOCATION / START TIMELINE")
     try:
         ranges = json.loads(backup_manifest)["WAL-Ranges"]
-        first, last = ranges[0], ranges[-1]
+        last = ranges[-1]  # the start and its timeline come from backup_label
         stop = walnames.parse_lsn(last["End-LSN"])
         stop_tli = int(last["Timeline"])
-        start_tli = int(first["Timeline"])
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise CatalogError(f"backup_manifest has no usable WAL-Ranges: {exc}") from None
-    if start_tli != int(tli.group(1)):
-        start_tli = int(tli.group(1))
     return BackupPoints(
         walnames.parse_lsn(start.group(1)),
         stop,
-        start_tli,
+        int(tli.group(1)),
         stop_tli,
         when.group(1).strip() if when else "",
     )
@@ -208,20 +205,10 @@ class PhysicalBackup:
                 wal_included=wal_mode == "fetch",
                 extra={"backup_label_start_time": points.start_time},
             )
-            for repo in list(repos.active):
-                try:
-                    catalog.write_manifest(repo, manifest)
-                except BackupFailed:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - StorageError or OS-level failure
-                    repos.drop(repo.name, str(exc))
+            return commit(self.repos, repos, manifest)
         except BaseException:
             remove_partial(self.repos, self.target.name, backup_id)
             raise
-        remove_partial(
-            [r for r in self.repos if r.name in repos.failed], self.target.name, backup_id
-        )
-        return BackupOutcome(manifest, tuple(r.name for r in repos.active), repos.failed)
 
     def _confirm_wal(self, repos: RepoSet, points: BackupPoints, seg: int) -> None:
         """Every segment from start to stop must be archived in each repository."""

@@ -67,7 +67,6 @@ def source(scale: int, base: Path, s3: SeaweedS3) -> tuple[Cluster, Path]:
     repo = base / "repo"
     repo.mkdir()
     os.chown(repo, base.stat().st_uid, base.stat().st_gid)
-    s3.make_bucket("bench")
     config = base / "pgproof.yaml"
     cluster = make_cluster(15, free_port(), env=s3_env())
     write_config(config, cluster, repo, None, "bench", base / "locks")

@@ -303,3 +303,17 @@ def test_disk_filling_up_in_the_middle_of_a_backup(setup15: Setup, tiny_disk: Pa
     assert complete_ids(offsite) == [doc["backup_id"]]
     leftovers = [p for p in tiny_disk.rglob("*") if p.is_file() and "/backups/" in str(p)]
     assert leftovers == []  # no manifest, no temp file
+
+
+def test_only_repository_filling_up_fails_fast(fs_only15: Setup, tiny_disk: Path) -> None:
+    """With nowhere left to write, the dump is stopped at once (no wait on a full pipe)."""
+    random_table(fs_only15)
+    os.chown(tiny_disk, fs_only15.repo_dir.stat().st_uid, fs_only15.repo_dir.stat().st_gid)
+    fs_only15.edit_config(lambda d: d["repositories"][0].update(path=str(tiny_disk)))
+    for kind in ("logical", "physical"):
+        started = time.monotonic()
+        proc = fs_only15.pgproof("backup", kind, timeout=120)
+        assert proc.returncode == 1
+        assert "every repository failed" in proc.stderr and "No space left" in proc.stderr
+        assert time.monotonic() - started < 60
+    assert [p for p in tiny_disk.rglob("*") if p.is_file() and "/backups/" in str(p)] == []

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from backups.errors import StorageError
+from backups.errors import BackupFailed, StorageError
 from backups.fanout import fan_out
 from backups.storage.base import StoredObject
 from backups.storage.filesystem import FilesystemRepository
@@ -71,6 +71,6 @@ def test_all_failing_stops_reading(tmp_path: Path) -> None:
             pulled += 1
             yield chunk
 
-    result = fan_out([BreaksAfter("bad", tmp_path, 100_000)], "t/x", counting())
-    assert not result.stored and "bad" in result.failed
+    with pytest.raises(BackupFailed, match="every repository failed writing t/x: .*No space"):
+        fan_out([BreaksAfter("bad", tmp_path, 100_000)], "t/x", counting())
     assert pulled < 100

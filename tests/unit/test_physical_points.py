@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backups.errors import CatalogError
+from backups.physical import parse_points
+
+LABEL = (
+    b"START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\n"
+    b"CHECKPOINT LOCATION: 0/5000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\n"
+    b"START TIME: 2026-11-24 01:00:00 UTC\nLABEL: pgproof x\nSTART TIMELINE: 1\n"
+)
+
+
+def manifest(*ranges: tuple[int, str, str]) -> bytes:
+    return json.dumps(
+        {"WAL-Ranges": [{"Timeline": t, "Start-LSN": a, "End-LSN": b} for t, a, b in ranges]}
+    ).encode()
+
+
+def test_points_from_label_and_manifest() -> None:
+    points = parse_points(LABEL, manifest((1, "0/5000028", "0/5000138")))
+    assert (points.start_lsn, points.stop_lsn) == (0x5000028, 0x5000138)
+    assert (points.timeline, points.stop_timeline) == (1, 1)
+    assert points.start_time == "2026-11-24 01:00:00 UTC"
+
+
+def test_timeline_switch_during_backup() -> None:
+    points = parse_points(
+        LABEL, manifest((1, "0/5000028", "0/6000000"), (2, "0/6000000", "0/6000100"))
+    )
+    assert (points.timeline, points.stop_timeline, points.stop_lsn) == (1, 2, 0x6000100)
+
+
+@pytest.mark.parametrize(
+    ("label", "man"),
+    [(b"nothing useful", manifest((1, "0/1", "0/2"))), (LABEL, b"{}"), (LABEL, b"not json")],
+)
+def test_unusable_inputs_are_catalog_errors(label: bytes, man: bytes) -> None:
+    with pytest.raises(CatalogError):
+        parse_points(label, man)
