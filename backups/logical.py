@@ -9,6 +9,7 @@ at least the server's major is used (it reads older servers), which makes zstd a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -210,6 +211,7 @@ class LogicalBackup:
             with contextlib.suppress(Exception):
                 conn.rollback()
             conn.close()
+        files = [dataclasses.replace(f, database=name) for f in files]
         entry = catalog.DatabaseDump(name, files[0].name.split("/")[0], fmt, tuple(counts))
         return entry, files
 
