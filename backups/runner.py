@@ -273,6 +273,8 @@ class StreamingCommand:
         if self._proc.stdout is not None:
             self._proc.stdout.close()
         self._err_thread.join(timeout=5)
+        if self._proc.stderr is not None and not self._err_thread.is_alive():
+            self._proc.stderr.close()
 
     def finish(self) -> int:
         """Wait for the command; raise CommandError unless it exited 0."""
