@@ -91,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _err(f"configuration error: {exc}")
         return EXIT_USAGE
+    from backups.errors import BackupError
     from pgproof import commands
 
     handler = getattr(commands, "cmd_" + args.command.replace("-", "_"))
@@ -102,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BackupError as exc:  # e.g. a repository that cannot be opened
+        _err(f"{args.command}: {exc}")
+        return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 1
         if os.environ.get("PGPROOF_DEBUG"):
             raise

@@ -129,3 +129,18 @@ def test_wal_push_starts_without_heavy_imports(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "False", "False"]
+
+
+def test_unopenable_repository_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = base()
+    doc["repositories"][1].update(
+        access_key_id_env="NO_SUCH_KEY", secret_access_key_env="NO_SECRET"
+    )
+    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    assert main(["--config", write(tmp_path, doc), "check"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == "pgproof: check: repository 'offsite': environment variable NO_SUCH_KEY is not set\n"
+    )
