@@ -9,6 +9,7 @@ fit in 4 GiB of LSN space), plus ``.partial``; ``TTTTTTTT.history``;
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -236,3 +237,28 @@ def check_continuity(
         tuple(missing_history),
         tuple(problems),
     )
+
+
+@dataclass(frozen=True)
+class SegmentHeader:
+    magic: int
+    timeline: int
+    page_address: int
+    system_identifier: int
+    segment_size: int
+
+
+def parse_segment_header(data: bytes) -> SegmentHeader:
+    """The long page header at the start of every WAL segment (xlog_internal.h).
+
+    XLogPageHeaderData: xlp_magic u16, xlp_info u16, xlp_tli u32, xlp_pageaddr u64,
+    xlp_rem_len u32 (+4 padding); XLogLongPageHeaderData adds xlp_sysid u64, xlp_seg_size
+    u32, xlp_xlog_blcksz u32. Little-endian on every platform PostgreSQL ships for here.
+    """
+    if len(data) < 40:
+        raise ValueError("too short for a WAL segment header")
+    magic, info, tli, pageaddr, _rem = struct.unpack_from("<HHIQI", data, 0)
+    if not info & 0x0002:  # XLP_LONG_HEADER
+        raise ValueError("first page lacks the long header: not the start of a WAL segment")
+    sysid, seg_size, _blcksz = struct.unpack_from("<QII", data, 24)
+    return SegmentHeader(magic, tli, pageaddr, sysid, seg_size)

@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_target(sub.add_parser("check", help="fast checks without restoring"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-data", action="store_true", help="check sizes only, do not re-hash")
+    p = with_target(sub.add_parser("verify", help="restore test: restore, recover, check"))
+    p.add_argument("--backup", default="latest", help="backup id (default: latest)")
+    p.add_argument("--kind", choices=("logical", "physical"), help="default: both")
+    p.add_argument(
+        "--pitr", default="latest", help="physical: latest | random | immediate | TIMESTAMP"
+    )
+    p.add_argument("--json", action="store_true")
     p = with_target(sub.add_parser("retention", help="apply retention"))
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--json", action="store_true")
@@ -86,7 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cfg = config_mod.load(args.config)
-        single = args.command in ("wal-push", "wal-push-worker", "wal-fetch", "backup", "heartbeat")
+        single = args.command in (
+            "wal-push",
+            "wal-push-worker",
+            "wal-fetch",
+            "backup",
+            "heartbeat",
+            "verify",
+        )
         targets = (cfg.target(args.target),) if single else cfg.select(args.target)
     except ConfigError as exc:
         _err(f"configuration error: {exc}")

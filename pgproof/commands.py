@@ -13,7 +13,7 @@ from backups.runner import Runner
 from backups.storage.base import Repository
 from backups.storage.factory import open_all
 from pgproof import __version__
-from pgproof.cli import EXIT_FAILED, EXIT_FETCH_ABORT, EXIT_OK, _err, _out_json
+from pgproof.cli import EXIT_FAILED, EXIT_FETCH_ABORT, EXIT_OK, EXIT_USAGE, _err, _out_json
 from pgproof.config import Config, Target
 
 
@@ -345,3 +345,74 @@ def cmd_heartbeat(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
         on_error=lambda exc: _err(f"heartbeat on {target.name}: {exc}"),
     )
     return EXIT_OK
+
+
+def cmd_verify(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    import signal
+
+    from backups.catalog import Kind
+    from backups.lock import target_lock
+    from verifier.errors import TargetError, VerifierError
+    from verifier.run import VerifyRequest, verify
+
+    target = targets[0]
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the sandbox's clean-up
+
+    signal.signal(signal.SIGTERM, terminate)
+    kinds: list[Kind] = [args.kind] if args.kind else ["logical", "physical"]
+    backup_id = None if args.backup in (None, "latest") else args.backup
+    repos = open_all(target.settings.repositories)
+    results = []
+    status = EXIT_OK
+    try:
+        with target_lock(target.settings.lock_dir, target.name, "verify"):
+            for kind in kinds:
+                request = VerifyRequest(
+                    target=target.settings,
+                    kind=kind,
+                    backup_id=backup_id,
+                    pitr=args.pitr,
+                    custom_checks=tuple((c.name, c.sql) for c in target.checks),
+                    jobs=cfg.verifier.jobs,
+                    heapallindexed=cfg.verifier.heapallindexed,
+                    heartbeat_slack_seconds=cfg.verifier.heartbeat_slack_seconds,
+                    timeout_seconds=cfg.verifier.timeout_seconds,
+                    sandbox_root=cfg.verifier.workdir,
+                )
+                try:
+                    record = verify(request, repos, Runner(), __version__, _progress(args))
+                except TargetError as exc:
+                    if args.kind is None and "no complete" in str(exc):
+                        continue  # verifying "everything": a kind never backed up is no failure
+                    _err(f"verify {target.name}: {exc}")
+                    return EXIT_USAGE
+                results.append(record)
+                if record.verdict != "passed":
+                    status = EXIT_FAILED
+    except (LockHeld, VerifierError) as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    finally:
+        _close(repos)
+    if not results:
+        _err(f"verify {target.name}: no complete backup to test")
+        return EXIT_FAILED
+    if args.json:
+        from dataclasses import asdict
+
+        _out_json({"passed": status == EXIT_OK, "results": [asdict(r) for r in results]})
+        return status
+    for r in results:
+        total = r.phases.get("total", 0.0)
+        rpo = f", RPO {r.rpo_seconds:.0f} s" if r.rpo_seconds is not None else ""
+        print(f"{r.kind} backup {r.backup_id}: {r.verdict.upper()} in {total:.1f} s{rpo}")
+        if r.pitr:
+            print(f"  recovered to {r.pitr.get('reached_time')} (LSN {r.pitr.get('reached_lsn')})")
+        for c in r.checks:
+            print(f"  [{c.verdict:^7}] {c.name}: {c.detail}")
+        if r.cause:
+            print(f"  cause: {r.cause}")
+        print(f"  record: {r.target}/results/{r.id}.json")
+    return status

@@ -61,6 +61,10 @@ class VerifierConfig:
     jobs: int = 2
     rto_seconds: float = 3600.0
     image: str = "postgres:{major}"
+    workdir: str | None = None  # where sandboxes live (default: $TMPDIR/pgproof-sandboxes)
+    heapallindexed: bool = False
+    heartbeat_slack_seconds: float = 5.0
+    timeout_seconds: float = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -330,7 +334,13 @@ def parse(raw: object, path: str = "<config>") -> Config:
         jobs=v.req_integer("jobs", 2, 1, 64),
         rto_seconds=v.duration("rto_seconds", 3600.0) or 3600.0,
         image=v.text("image", "postgres:{major}") or "postgres:{major}",
+        workdir=v.text("workdir"),
+        heapallindexed=v.flag("heapallindexed", False),
+        heartbeat_slack_seconds=v.number("heartbeat_slack_seconds", 5.0, 0.0) or 0.0,
+        timeout_seconds=v.duration("timeout", 6 * 3600) or 6 * 3600,
     )
+    if verifier.workdir and not os.path.isabs(verifier.workdir):
+        v.fail("workdir", "must be an absolute path")
     v.done()
     hf = top.sub("http")
     listen = hf.text("listen", "127.0.0.1:9847") or "127.0.0.1:9847"

@@ -1,0 +1,8 @@
+"""How backups are proven: throwaway PostgreSQL sandboxes, restores, checks, result records.
+
+Errors: every error raised on purpose derives from :class:`verifier.errors.VerifierError`.
+"""
+
+from verifier.errors import VerifierError
+
+__all__ = ["VerifierError"]

@@ -1,0 +1,99 @@
+"""verify --kind physical: restore, PITR with the heartbeat proof, and what it must catch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import load_json, repos_of, seed
+from tests.support.fixtures import PGPROOF, Setup
+
+pytestmark = pytest.mark.integration
+
+
+def verify(setup: Setup, *args: str) -> tuple[int, dict[str, Any]]:
+    proc = setup.pgproof("verify", "--kind", "physical", "--json", *args)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, load_json(proc.stdout)
+
+
+def backup_under_heartbeat(setup: Setup, seconds_after: float) -> str:
+    """As in production: the heartbeat (every 1 s) runs before, during and after the backup."""
+    beat = subprocess.Popen(
+        [PGPROOF, "--config", str(setup.config_path), "heartbeat"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.5)
+        backup_id = setup.pgproof("backup", "physical", check=True).stdout.strip()
+        deadline = time.monotonic() + seconds_after
+        i = 0
+        while time.monotonic() < deadline:
+            setup.cluster.sql(f"insert into orders (note) values ('live {i}')")
+            i += 1
+            time.sleep(0.2)
+    finally:
+        beat.terminate()
+        beat.wait(10)
+    setup.wait_archived(setup.cluster.switch_wal())
+    return backup_id
+
+
+def test_physical_pitr_random_passes_with_heartbeat_proof(setup_matrix: Setup) -> None:
+    s = setup_matrix
+    seed(s)
+    backup_id = backup_under_heartbeat(s, 6)
+    before = {
+        r.name: sorted((i.key, i.size) for i in r.listing("main/") if "/results/" not in i.key)
+        for r in repos_of(s)
+    }
+    code, doc = verify(s, "--pitr", "random")
+    record = doc["results"][0]
+    assert code == 0, record["cause"]
+    assert record["backup_id"] == backup_id and record["verdict"] == "passed"
+    checks = {c["name"]: c for c in record["checks"]}
+    assert set(checks) >= {
+        "verifybackup",
+        "wal_replay",
+        "heartbeat",
+        "amcheck",
+        "readable",
+        "checksums",
+    }
+    assert record["pitr"]["mode"] == "time" and record["pitr"]["reached_lsn"]
+    target = dt.datetime.fromisoformat(record["pitr"]["target_time"])
+    beat = dt.datetime.fromisoformat(checks["heartbeat"]["evidence"]["beat_at"])
+    assert target - dt.timedelta(seconds=7) <= beat <= target
+    assert set(record["phases"]) >= {"fetch", "recovery", "checks", "total"}
+    # the restore test wrote nothing but its record
+    after = {
+        r.name: sorted((i.key, i.size) for i in r.listing("main/") if "/results/" not in i.key)
+        for r in repos_of(s)
+    }
+    assert after == before
+
+
+def test_physical_latest_replays_the_whole_archive(setup15: Setup) -> None:
+    seed(setup15)
+    setup15.pgproof("backup", "physical", check=True)
+    setup15.cluster.sql("create table after_backup as select g from generate_series(1, 5000) g")
+    setup15.wait_archived(setup15.cluster.switch_wal())
+    setup15.edit_config(
+        lambda d: d["targets"][0].update(
+            checks=[
+                {"name": "after_backup_there", "sql": "select count(*) = 5000 from after_backup"}
+            ],
+            heartbeat={"enabled": False},
+        )
+    )
+    code, doc = verify(setup15, "--pitr", "latest")
+    record = doc["results"][0]
+    assert code == 0, record["cause"]
+    checks = {c["name"]: c for c in record["checks"]}
+    assert checks["custom:after_backup_there"]["verdict"] == "passed"
+    assert checks["wal_replay"]["verdict"] == "passed"

@@ -1,0 +1,25 @@
+"""The exception tree of the ``verifier`` package.
+
+VerifierError
+ +-- SandboxError         a throwaway PostgreSQL could not be made, started or reached
+ +-- RestoreFailed        the backup itself is bad (checksum, WAL gap, wrong cluster)
+ +-- TargetError          the requested backup or PITR target is impossible (a usage error)
+"""
+
+from __future__ import annotations
+
+
+class VerifierError(Exception):
+    """Root of every error raised on purpose by the verifier package."""
+
+
+class SandboxError(VerifierError):
+    pass
+
+
+class RestoreFailed(VerifierError):
+    pass
+
+
+class TargetError(VerifierError):
+    pass

@@ -1,0 +1,61 @@
+"""Copying backup files out of a repository, verified against the manifest while streaming."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from backups import catalog
+from backups.errors import BackupError
+from backups.progress import Progress
+from backups.storage.base import Repository
+from verifier.errors import RestoreFailed
+
+
+def verified_chunks(
+    repo: Repository, manifest: catalog.Manifest, entry: catalog.BackupFile, progress: Progress
+) -> Iterator[bytes]:
+    """The file's bytes; RestoreFailed naming backup and file when size or sha256 differ."""
+    key = catalog.backup_prefix(manifest.target, manifest.id) + entry.name
+    sha = hashlib.sha256()
+    size = 0
+    try:
+        for chunk in repo.read(key):
+            sha.update(chunk)
+            size += len(chunk)
+            progress.advance(len(chunk))
+            yield chunk
+    except BackupError as exc:
+        raise RestoreFailed(f"backup {manifest.id}: cannot read {entry.name}: {exc}") from exc
+    if size != entry.size:
+        raise RestoreFailed(
+            f"backup {manifest.id}: file {entry.name} has {size} bytes, the manifest says "
+            f"{entry.size} (truncated)"
+        )
+    if sha.hexdigest() != entry.sha256:
+        raise RestoreFailed(
+            f"backup {manifest.id}: file {entry.name} does not match its sha256 (corrupted)"
+        )
+
+
+def download(
+    repo: Repository,
+    manifest: catalog.Manifest,
+    entry: catalog.BackupFile,
+    dest: Path,
+    progress: Progress,
+) -> int:
+    """Write one backup file to ``dest`` (verified); returns its size."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with tmp.open("wb") as out:
+            for chunk in verified_chunks(repo, manifest, entry, progress):
+                out.write(chunk)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return entry.size

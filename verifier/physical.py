@@ -1,0 +1,292 @@
+"""Physical restore and point-in-time recovery into a sandbox, then the checks.
+
+1. The base backup streams from the repository, is checked against the manifest's sha256,
+   decompressed and extracted (members filtered) into the sandbox's data directory.
+2. ``pg_verifybackup`` checks every file against the backup's own ``backup_manifest``.
+3. The WAL from the backup's start to the newest archived segment is prefetched in
+   parallel (continuity and system identifier checked first: a gap or a foreign segment fails
+   the test by name, never a shorter replay that passes).
+4. Production's configuration is set aside; recovery runs with a local-only restore_command
+   to the chosen target, promotes, and the point actually reached is read back.
+5. Checks: WAL replay reached what it should, heartbeat proof at the target, amcheck, every
+   table readable, custom assertions; then pg_checksums on the stopped cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import shlex
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from backups import catalog, compression, walnames
+from backups.errors import CommandError
+from backups.progress import Progress
+from backups.runner import Runner
+from backups.storage.base import Repository
+from verifier import checks, pitr, sandboxconf
+from verifier.errors import RestoreFailed, SandboxError
+from verifier.extract import extract
+from verifier.fetch import verified_chunks
+from verifier.records import CheckResult, ResultRecord
+from verifier.sandbox import Sandbox
+from verifier.walprefetch import Prefetched, prefetch
+
+if TYPE_CHECKING:
+    from verifier.run import Timer, VerifyRequest
+
+
+def run_physical(
+    request: VerifyRequest,
+    repos: Sequence[Repository],
+    repo: Repository,
+    manifest: catalog.Manifest,
+    sandbox: Sandbox,
+    runner: Runner,
+    timer: Timer,
+    record: ResultRecord,
+    progress: Progress,
+) -> None:
+    owner = runner.postgres_identity()
+    with timer.measure("fetch"):
+        base = next(f for f in manifest.files if f.role == "base")
+        chunks = verified_chunks(repo, manifest, base, progress)
+        if base.compression.startswith("zstd"):
+            chunks = compression.zstd_decompress(chunks)
+        progress.start("restore base", base.size)
+        try:
+            extract(chunks, sandbox.data_dir)
+        except compression.ZstdError as exc:
+            raise RestoreFailed(
+                f"backup {manifest.id}: {base.name} does not decompress: {exc}"
+            ) from exc
+        progress.done()
+        if owner is not None:
+            _chown_tree(sandbox.data_dir, owner.uid, owner.gid)
+        record.bytes_restored = base.size
+        wal: Prefetched | None = None
+        if not manifest.wal_included:
+            wal = prefetch(
+                request.target.name, repos, manifest, sandbox.work_dir / "wal", owner, progress
+            )
+            record.bytes_restored += wal.bytes
+    verify_result = _verifybackup(sandbox, wal is None)
+    target = _target(request, manifest, sandbox, wal)
+    record.pitr = {
+        "requested": request.pitr or "latest",
+        "mode": target.mode,
+        "target_time": target.time.isoformat() if target.time else None,
+        "settings": target.settings,
+    }
+    with timer.measure("recovery"):
+        waldir = str(wal.directory) if wal else str(sandbox.work_dir / "wal")
+        os.makedirs(waldir, exist_ok=True)
+        restore_command = f"test -f {shlex.quote(waldir)}/%f && cp {shlex.quote(waldir)}/%f %p"
+        preload = _preload(sandbox)
+        sandbox.configure(
+            fast=True,
+            preload=preload,
+            recovery=sandboxconf.Recovery(restore_command, target.settings),
+        )
+        try:
+            sandbox.start(timeout=request.timeout_seconds)
+        except SandboxError as exc:
+            reached = pitr.read_log(str(exc))
+            if reached.target_missed:
+                raise RestoreFailed(
+                    f"the archived WAL ends before the PITR target ({target.describe()}); "
+                    f"replay reached {reached.lsn or 'an earlier point'}"
+                ) from None
+            raise
+    log = _log(sandbox)
+    reached = pitr.read_log(log)
+    record.pitr.update(
+        reached_lsn=reached.lsn,
+        reached_time=reached.last_transaction.isoformat() if reached.last_transaction else None,
+        stop_reason=reached.stop_reason,
+    )
+    if reached.last_transaction is not None:
+        started = catalog.parse_utc(record.started_at)
+        record.rpo_seconds = round((started - reached.last_transaction).total_seconds(), 3)
+    dbs = _databases(sandbox)
+    hb = request.target.heartbeat
+    with timer.measure("checks"):
+        results: list[CheckResult] = [verify_result, _replay_check(reached, target, wal, manifest)]
+        if hb.enabled:
+            moment = target.time or reached.last_transaction
+            if moment is None:
+                results.append(CheckResult("heartbeat", "error", "no target time to check against"))
+            else:
+                hb_db = hb.database or _conn_db(request)
+                results.append(
+                    checks.guarded(
+                        "heartbeat",
+                        functools.partial(
+                            checks.heartbeat,
+                            sandbox,
+                            hb_db if hb_db in dbs else "postgres",
+                            moment,
+                            hb.every_seconds,
+                            request.heartbeat_slack_seconds,
+                        ),
+                    )
+                )
+        results.append(
+            checks.guarded(
+                "amcheck", functools.partial(checks.amcheck, sandbox, dbs, request.heapallindexed)
+            )
+        )
+        results.append(
+            checks.guarded(
+                "readable",
+                functools.partial(checks.readable, sandbox, dbs, request.timeout_seconds),
+            )
+        )
+        conn_db = _conn_db(request)
+        from verifier.run import custom_checks
+
+        results += custom_checks(request, sandbox, conn_db if conn_db in dbs else "postgres")
+        sandbox.stop("fast")
+        results.append(
+            checks.guarded(
+                "checksums",
+                functools.partial(
+                    checks.checksums, sandbox, manifest.data_checksums, request.timeout_seconds
+                ),
+            )
+        )
+    record.checks = results
+
+
+def _verifybackup(sandbox: Sandbox, wal_included: bool) -> CheckResult:
+    args = ["--quiet", str(sandbox.data_dir)]
+    if not wal_included:
+        args.insert(0, "--no-parse-wal")  # WAL comes from the archive; replay checks it
+    try:
+        sandbox.run("pg_verifybackup", args, timeout=3600)
+    except CommandError as exc:
+        raise RestoreFailed(f"pg_verifybackup: {exc.stderr_tail.strip()[-800:]}") from None
+    return CheckResult(
+        "verifybackup",
+        "passed",
+        "every file matches the backup's backup_manifest (pg_verifybackup)",
+    )
+
+
+def _target(
+    request: VerifyRequest, manifest: catalog.Manifest, sandbox: Sandbox, wal: Prefetched | None
+) -> pitr.Target:
+    newest = None
+    if (request.pitr or "latest") == "random" and wal and wal.segments:
+        newest = _newest_commit(sandbox, wal)
+    return pitr.choose(request.pitr or "latest", manifest.finished, newest)
+
+
+def _newest_commit(sandbox: Sandbox, wal: Prefetched) -> dt.datetime | None:
+    """The newest commit in the archived WAL (pg_waldump over the last segments)."""
+    for name in reversed(wal.segments[-3:]):
+        try:
+            res = sandbox.run(
+                "pg_waldump",
+                ["--rmgr=Transaction", "--path", str(wal.directory), name],
+                timeout=300,
+                ok_codes=(0, 1),
+            )
+        except CommandError:
+            continue
+        found = pitr.newest_commit(res.stdout.decode(errors="replace"))
+        if found is not None:
+            return found
+    return None
+
+
+def _replay_check(
+    reached: pitr.Reached, target: pitr.Target, wal: Prefetched | None, manifest: catalog.Manifest
+) -> CheckResult:
+    evidence = {
+        "reached_lsn": reached.lsn,
+        "stop_reason": reached.stop_reason,
+        "target": target.describe(),
+        "wal_segments": len(wal.segments) if wal else 0,
+        "archive_ends_with": wal.last_segment if wal else None,
+    }
+    if reached.lsn is None:
+        return CheckResult(
+            "wal_replay", "error", "the server log does not say where redo ended", evidence
+        )
+    lsn = walnames.parse_lsn(reached.lsn)
+    stop = walnames.parse_lsn(manifest.stop_lsn or "0/0")
+    if lsn < stop:
+        return CheckResult(
+            "wal_replay",
+            "failed",
+            f"replay ended at {reached.lsn}, before the backup's end {manifest.stop_lsn}",
+            evidence,
+        )
+    if target.mode == "latest" and wal and wal.last_segment:
+        seg = manifest.wal_segment_size
+        last_segno = walnames.parse_segment_name(wal.last_segment, seg)[1]
+        if walnames.lsn_segment(lsn, seg) < last_segno:
+            return CheckResult(
+                "wal_replay",
+                "failed",
+                f"replay ended at {reached.lsn}, but the archive continues to {wal.last_segment}",
+                evidence,
+            )
+    if target.mode == "time" and reached.stop_reason is None:
+        return CheckResult(
+            "wal_replay", "failed", "recovery ended without reaching the target time", evidence
+        )
+    return CheckResult(
+        "wal_replay", "passed", f"replayed to {reached.lsn} ({target.describe()})", evidence
+    )
+
+
+def _preload(sandbox: Sandbox) -> list[str]:
+    """Production's shared_preload_libraries that this server can load (others are dropped)."""
+    requested: list[str] = []
+    for name in ("postgresql.conf", "postgresql.auto.conf"):
+        path = sandbox.data_dir / name
+        if path.exists():
+            value = sandboxconf.parse_conf(path.read_text(errors="replace")).get(
+                "shared_preload_libraries"
+            )
+            if value is not None:
+                requested = sandboxconf.split_list(value)
+    if not requested:
+        return []
+    try:
+        libdir = sandbox.run("pg_config", ["--pkglibdir"], timeout=30).stdout.decode().strip()
+        available = {n.removesuffix(".so") for n in os.listdir(libdir)}
+    except (CommandError, OSError):
+        available = set()
+    kept, _dropped = sandboxconf.usable_preload(requested, available)
+    return kept
+
+
+def _databases(sandbox: Sandbox) -> list[str]:
+    with sandbox.connect() as conn:
+        rows = conn.execute(
+            "select datname from pg_database where datallowconn and not datistemplate order by 1"
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _conn_db(request: VerifyRequest) -> str:
+    from verifier.run import _conninfo_db
+
+    return _conninfo_db(request.target)
+
+
+def _log(sandbox: Sandbox) -> str:
+    tail = getattr(sandbox, "log_tail", None)
+    return str(tail(200_000)) if callable(tail) else ""
+
+
+def _chown_tree(root: os.PathLike[str] | str, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid)
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lchown(os.path.join(dirpath, name), uid, gid)

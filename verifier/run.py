@@ -1,0 +1,210 @@
+"""One restore test, start to finish: choose the backup, restore it into a sandbox, check it,
+and store the result record (chained) in every repository of the target."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from backups import catalog, pgbin
+from backups.errors import BackupError
+from backups.progress import NullProgress, Progress
+from backups.runner import Runner
+from backups.settings import TargetSettings
+from backups.storage.base import Repository
+from verifier import checks, records
+from verifier.errors import RestoreFailed, SandboxError, TargetError, VerifierError
+from verifier.records import CheckResult, ResultRecord
+from verifier.sandbox import ProcessSandbox, Sandbox, reap_leftovers
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    target: TargetSettings
+    kind: catalog.Kind
+    backup_id: str | None = None  # None: the newest complete backup of the kind
+    pitr: str | None = None  # physical: "latest", "random", "immediate" or a timestamp
+    custom_checks: tuple[tuple[str, str], ...] = ()
+    jobs: int = 2
+    heapallindexed: bool = False
+    heartbeat_slack_seconds: float = 5.0
+    timeout_seconds: float = 6 * 3600
+    sandbox_root: str | None = None
+
+
+SandboxFactory = Callable[[pgbin.PgBinaries, Runner], Sandbox]
+
+
+def process_sandbox(root: str | None) -> SandboxFactory:
+    return lambda bins, runner: ProcessSandbox(bins, runner, root)
+
+
+@dataclass
+class Timer:
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def measure(self, name: str) -> _Phase:
+        return _Phase(self, name)
+
+
+class _Phase:
+    def __init__(self, timer: Timer, name: str):
+        self.timer, self.name = timer, name
+
+    def __enter__(self) -> None:
+        self.started = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.monotonic() - self.started
+        self.timer.phases[self.name] = round(self.timer.phases.get(self.name, 0) + elapsed, 3)
+
+
+def choose_backup(
+    repos: Sequence[Repository], target: str, kind: str, backup_id: str | None
+) -> tuple[Repository, catalog.Manifest]:
+    """The backup to test and the repository to read it from (local ones first)."""
+    ordered = sorted(repos, key=lambda r: r.kind != "filesystem")
+    found: list[tuple[Repository, catalog.Manifest]] = []
+    problems = []
+    for repo in ordered:
+        try:
+            manifests = catalog.complete_manifests(catalog.scan(repo, target))
+        except BackupError as exc:
+            problems.append(str(exc))
+            continue
+        for m in manifests:
+            if m.kind == kind and (backup_id is None or m.id == backup_id):
+                found.append((repo, m))
+    if not found:
+        what = f"backup {backup_id}" if backup_id else f"complete {kind} backup"
+        where = f" ({'; '.join(problems)})" if problems else ""
+        raise TargetError(f"no {what} of target {target!r} in any repository{where}")
+    newest = max(m.finished_at for _, m in found)
+    return next((r, m) for r, m in found if m.finished_at == newest)
+
+
+def verify(
+    request: VerifyRequest,
+    repos: Sequence[Repository],
+    runner: Runner,
+    version: str,
+    progress: Progress | None = None,
+    sandbox_factory: SandboxFactory | None = None,
+) -> ResultRecord:
+    """Run one restore test and store its record; the record is returned either way."""
+    progress = progress or NullProgress()
+    factory = sandbox_factory or process_sandbox(request.sandbox_root)
+    started = dt.datetime.now(dt.UTC)
+    repo, manifest = choose_backup(repos, request.target.name, request.kind, request.backup_id)
+    record = ResultRecord(
+        id=records.new_result_id(request.target.name, started),
+        target=request.target.name,
+        backup_id=manifest.id,
+        kind=manifest.kind,
+        started_at=catalog.utc_iso(started),
+        pg_version=manifest.pg_version,
+        pgproof_version=version,
+        backup={
+            "repository": repo.name,
+            "size_bytes": manifest.size,
+            "finished_at": manifest.finished_at,
+            "compression": manifest.compression,
+        },
+        prev_sha256=records.chain_head(repos, request.target.name),
+    )
+    timer = Timer()
+    total_started = time.monotonic()
+    reap_leftovers(request.sandbox_root)
+    try:
+        bins = pgbin.find(manifest.pg_version_num // 10000, runner, request.target.pg_bin_dir)
+        sandbox = factory(bins, runner)
+        record.sandbox = sandbox.kind
+        with sandbox.session():
+            if manifest.kind == "logical":
+                _logical(request, repo, manifest, sandbox, runner, timer, record, progress)
+            else:
+                from verifier.physical import run_physical
+
+                run_physical(
+                    request, repos, repo, manifest, sandbox, runner, timer, record, progress
+                )
+        record.verdict = record.decide()
+    except RestoreFailed as exc:
+        record.verdict, record.cause = "failed", str(exc)
+    except (SandboxError, VerifierError, BackupError) as exc:
+        record.verdict, record.cause = "error", str(exc)
+    timer.phases["total"] = round(time.monotonic() - total_started, 3)
+    record.phases = timer.phases
+    record.finished_at = catalog.utc_iso(dt.datetime.now(dt.UTC))
+    if not record.cause and record.verdict != "passed":
+        bad = [c for c in record.checks if c.verdict != "passed"]
+        record.cause = "; ".join(f"{c.name}: {c.detail}" for c in bad[:3])
+    failed = records.store(repos, record)
+    if failed and len(failed) == len(repos):
+        raise VerifierError(f"the result record could not be stored anywhere: {failed}")
+    return record
+
+
+def _logical(
+    request: VerifyRequest,
+    repo: Repository,
+    manifest: catalog.Manifest,
+    sandbox: Sandbox,
+    runner: Runner,
+    timer: Timer,
+    record: ResultRecord,
+    progress: Progress,
+) -> None:
+    from verifier import logical
+
+    with timer.measure("fetch"):
+        files, fetched = logical.fetch(repo, manifest, sandbox, runner, progress)
+    record.bytes_restored = fetched
+    with timer.measure("restore"):
+        sandbox.initdb()
+        sandbox.configure(fast=True)
+        sandbox.start(timeout=120)
+        restored = logical.restore(
+            sandbox, manifest, files, runner, request.jobs, request.timeout_seconds
+        )
+    record.rpo_seconds = round((record_started(record) - manifest.started).total_seconds(), 3)
+    dbs = restored.databases
+    conn_db = _conninfo_db(request.target) if _conninfo_db(request.target) in dbs else "postgres"
+    with timer.measure("checks"):
+        results: list[CheckResult] = [checks.restore_errors(restored.errors, restored.ignored)]
+        results.append(checks.guarded("row_counts", lambda: checks.row_counts(sandbox, manifest)))
+        results.append(
+            checks.guarded("amcheck", lambda: checks.amcheck(sandbox, dbs, request.heapallindexed))
+        )
+        results.append(
+            checks.guarded(
+                "readable", lambda: checks.readable(sandbox, dbs, request.timeout_seconds)
+            )
+        )
+        results += custom_checks(request, sandbox, conn_db)
+    record.checks = results
+
+
+def custom_checks(request: VerifyRequest, sandbox: Sandbox, dbname: str) -> list[CheckResult]:
+    return [
+        checks.guarded(
+            f"custom:{name}", functools.partial(checks.custom, sandbox, name, query, dbname)
+        )
+        for name, query in request.custom_checks
+    ]
+
+
+def record_started(record: ResultRecord) -> dt.datetime:
+    return catalog.parse_utc(record.started_at)
+
+
+def _conninfo_db(target: TargetSettings) -> str:
+    from psycopg import conninfo
+
+    try:
+        return str(conninfo.conninfo_to_dict(target.source.conninfo).get("dbname") or "postgres")
+    except Exception:  # noqa: BLE001 - validated at config load; fall back quietly
+        return "postgres"

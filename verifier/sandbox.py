@@ -1,0 +1,366 @@
+"""Throwaway PostgreSQL instances behind one small interface.
+
+``Sandbox`` is what a restore needs: a data directory to fill (physical) or a fresh cluster
+(logical), start/stop, a way to run client tools and SQL against it, and ``destroy``. The
+local-process sandbox lives in its own temp dir owned by ``postgres``: a private Unix socket
+in a 0700 directory, ``listen_addresses=''``, archiving and replication off, a generated
+password (initdb'd sandboxes), and an ``owner.json`` so that the next run can find and remove
+the leftovers of a crashed one. A container sandbox (testcontainers) implements the same
+interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from backups.errors import CommandError
+from backups.pgbin import PgBinaries
+from backups.runner import CommandResult, Runner
+from verifier import sandboxconf
+from verifier.errors import SandboxError
+
+OWNER_FILE = "owner.json"
+PREFIX = "pgproof-sandbox-"
+SANDBOX_PORT = 5432  # only names the socket file inside the private socket directory
+
+
+def default_root() -> str:
+    return os.environ.get("PGPROOF_SANDBOX_DIR") or os.path.join(
+        tempfile.gettempdir(), "pgproof-sandboxes"
+    )
+
+
+class Sandbox(ABC):
+    kind: str
+    bins: PgBinaries
+
+    @property
+    @abstractmethod
+    def data_dir(self) -> Path: ...
+
+    @property
+    @abstractmethod
+    def work_dir(self) -> Path:
+        """Scratch space owned by the postgres user (downloads, prefetched WAL)."""
+
+    @abstractmethod
+    def initdb(self, checksums: bool = False) -> None: ...
+
+    @abstractmethod
+    def configure(
+        self,
+        *,
+        fast: bool,
+        preload: list[str] | None = None,
+        recovery: sandboxconf.Recovery | None = None,
+    ) -> None: ...
+
+    @abstractmethod
+    def start(self, timeout: float) -> None: ...
+
+    @abstractmethod
+    def stop(self, mode: str = "fast") -> None: ...
+
+    @abstractmethod
+    def destroy(self) -> None: ...
+
+    @abstractmethod
+    def run(self, program: str, args: list[str], timeout: float, **kw: Any) -> CommandResult:
+        """Run a PostgreSQL binary (server major) as the sandbox's OS user."""
+
+    @abstractmethod
+    def conninfo(self, dbname: str = "postgres", user: str | None = None) -> str: ...
+
+    @abstractmethod
+    def client_env(self) -> dict[str, str]: ...
+
+    def connect(self, dbname: str = "postgres", user: str | None = None) -> psycopg.Connection[Any]:
+        password = self._password()
+        try:
+            if password is None:
+                return psycopg.connect(self.conninfo(dbname, user), autocommit=True)
+            return psycopg.connect(self.conninfo(dbname, user), autocommit=True, password=password)
+        except psycopg.Error as exc:
+            raise SandboxError(f"cannot connect to the sandbox: {exc}") from None
+
+    def _password(self) -> str | None:
+        return None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Sandbox]:
+        """Destroyed on leaving, whatever happens (SIGTERM is turned into SystemExit by the CLI)."""
+        try:
+            yield self
+        finally:
+            self.destroy()
+
+
+class ProcessSandbox(Sandbox):
+    kind = "process"
+
+    def __init__(self, bins: PgBinaries, runner: Runner, root: str | None = None):
+        self.bins = bins
+        self.runner = runner
+        self.root = Path(root or default_root())
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.base = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self.root))
+        self.password = secrets.token_urlsafe(24)
+        self.user = "postgres"
+        self._auth = "trust"
+        self.running = False
+        ident = runner.postgres_identity()
+        (self.base / OWNER_FILE).write_text(
+            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()})
+        )
+        for sub in ("sock", "work"):
+            (self.base / sub).mkdir(mode=0o700)
+        self.base.chmod(0o700)
+        if ident is not None:
+            for path in (self.base, self.base / "sock", self.base / "work"):
+                os.chown(path, ident.uid, ident.gid)
+        self.runner = runner.with_secrets([self.password])
+
+    # -- places ------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.base / "work"
+
+    @property
+    def socket_dir(self) -> str:
+        return str(self.base / "sock")
+
+    @property
+    def log_file(self) -> Path:
+        return self.base / "server.log"
+
+    def log_tail(self, size: int = 3000) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
+
+    # -- life --------------------------------------------------------------------------
+    def run(self, program: str, args: list[str], timeout: float, **kw: Any) -> CommandResult:
+        env = dict(kw.pop("env", None) or {})
+        env.update(self.client_env())
+        return self.runner.run(
+            [self.bins.path(program), *args], timeout=timeout, as_postgres=True, env=env, **kw
+        )
+
+    def initdb(self, checksums: bool = False) -> None:
+        pwfile = self.base / "work" / ".pw"
+        pwfile.write_text(self.password + "\n")
+        ident = self.runner.postgres_identity()
+        if ident is not None:
+            os.chown(pwfile, ident.uid, ident.gid)
+        args = [
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.user,
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "--no-sync",
+            "--encoding=UTF8",
+            "--locale=C",
+        ]
+        if checksums:
+            args.append("--data-checksums")
+        try:
+            self.run("initdb", args, timeout=300)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        self._auth = "scram-sha-256"
+
+    def configure(
+        self,
+        *,
+        fast: bool,
+        preload: list[str] | None = None,
+        recovery: sandboxconf.Recovery | None = None,
+    ) -> None:
+        data = self.data_dir
+        for name in ("postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf"):
+            original = data / name
+            if original.exists() and not (data / f"{name}.pgproof-original").exists():
+                original.rename(data / f"{name}.pgproof-original")
+        for stale in ("standby.signal", "recovery.signal", "postmaster.pid", "recovery.conf"):
+            (data / stale).unlink(missing_ok=True)
+        memory = int(os.environ.get("PGPROOF_SANDBOX_MEMORY_MB", "256"))
+        files = {
+            "postgresql.conf": sandboxconf.render(
+                self.socket_dir,
+                SANDBOX_PORT,
+                fast=fast,
+                preload=preload or [],
+                recovery=recovery,
+                memory_mb=memory,
+            ),
+            "postgresql.auto.conf": "# pgproof sandbox: production's ALTER SYSTEM set aside\n",
+            "pg_hba.conf": sandboxconf.HBA.format(method=self._auth),
+            "pg_ident.conf": "",
+        }
+        if recovery is not None:
+            files["recovery.signal"] = ""
+        ident = self.runner.postgres_identity()
+        for name, text in files.items():
+            path = data / name
+            path.write_text(text)
+            path.chmod(0o600)
+            if ident is not None:
+                os.chown(path, ident.uid, ident.gid)
+
+    def start(self, timeout: float) -> None:
+        """Start and wait until it accepts connections (through recovery, if any)."""
+        try:
+            self.run(
+                "pg_ctl",
+                ["-D", str(self.data_dir), "-l", str(self.log_file), "-W", "start"],
+                timeout=60,
+            )
+        except CommandError as exc:
+            raise SandboxError(f"sandbox did not start: {exc}\n{self.log_tail()}") from None
+        self.running = True
+        began = time.monotonic()
+        deadline = began + timeout
+        while True:
+            probe = self.run(
+                "pg_isready",
+                ["-h", self.socket_dir, "-p", str(SANDBOX_PORT), "-t", "2"],
+                timeout=30,
+                ok_codes=(0, 1, 2, 3),
+            )
+            if probe.returncode == 0:
+                return
+            pid_file = (self.data_dir / "postmaster.pid").exists()
+            if (pid_file or time.monotonic() - began > 15) and not self._postmaster_alive():
+                self.running = False
+                raise SandboxError(f"sandbox server exited while starting:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise SandboxError(f"sandbox not ready after {timeout:g} s:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _postmaster_alive(self) -> bool:
+        pid = self._postmaster_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def stop(self, mode: str = "fast") -> None:
+        if not self._postmaster_alive():
+            self.running = False
+            return
+        try:
+            self.run(
+                "pg_ctl",
+                ["-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"],
+                timeout=90,
+            )
+        except CommandError:
+            _kill_postmaster(self.data_dir)
+        self.running = False
+
+    def destroy(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop("immediate")
+        _kill_postmaster(self.data_dir)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    # -- clients -----------------------------------------------------------------------
+    def conninfo(self, dbname: str = "postgres", user: str | None = None) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=self.socket_dir, port=str(SANDBOX_PORT), dbname=dbname, user=user or self.user
+        )
+
+    def client_env(self) -> dict[str, str]:
+        env = {"PGHOST": self.socket_dir, "PGPORT": str(SANDBOX_PORT), "PGUSER": self.user}
+        if self._auth != "trust":
+            passfile = self.base / "work" / ".pgpass"
+            if not passfile.exists():
+                passfile.write_text(f"*:*:*:*:{self.password}\n")
+                passfile.chmod(0o600)
+                ident = self.runner.postgres_identity()
+                if ident is not None:
+                    os.chown(passfile, ident.uid, ident.gid)
+            env["PGPASSFILE"] = str(passfile)
+        return env
+
+    def _password(self) -> str | None:
+        return None if self._auth == "trust" else self.password
+
+
+def _kill_postmaster(data_dir: Path) -> None:
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(50):  # the children follow the postmaster
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+def reap_leftovers(root: str | None = None) -> list[str]:
+    """Remove sandboxes whose owning process is gone (a crashed or killed run)."""
+    removed: list[str] = []
+    base = Path(root or default_root())
+    if not base.is_dir():
+        return removed
+    for path in base.glob(f"{PREFIX}*"):
+        try:
+            owner = json.loads((path / OWNER_FILE).read_text())
+            pid, host = int(owner["pid"]), owner.get("host")
+        except (OSError, ValueError, KeyError, TypeError):
+            pid, host = -1, None
+        if host not in (None, socket.gethostname()):
+            continue
+        if pid > 0 and _alive(pid):
+            continue
+        _kill_postmaster(path / "data")
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
