@@ -99,6 +99,10 @@ def verify(
     factory = sandbox_factory or process_sandbox(request.sandbox_root)
     started = dt.datetime.now(dt.UTC)
     repo, manifest = choose_backup(repos, request.target.name, request.kind, request.backup_id)
+    if manifest.kind == "physical" and (request.pitr or "latest") != "random":
+        from verifier import pitr
+
+        pitr.choose(request.pitr or "latest", manifest.finished, None)  # TargetError: usage
     record = ResultRecord(
         id=records.new_result_id(request.target.name, started),
         target=request.target.name,
@@ -136,6 +140,11 @@ def verify(
         record.verdict, record.cause = "failed", str(exc)
     except (SandboxError, VerifierError, BackupError) as exc:
         record.verdict, record.cause = "error", str(exc)
+    except OSError as exc:  # the sandbox's disk filling up, permissions...
+        record.verdict, record.cause = (
+            "error",
+            f"sandbox: {exc.strerror or exc}: {exc.filename or ''}",
+        )
     timer.phases["total"] = round(time.monotonic() - total_started, 3)
     record.phases = timer.phases
     record.finished_at = catalog.utc_iso(dt.datetime.now(dt.UTC))

@@ -266,15 +266,7 @@ class ProcessSandbox(Sandbox):
 
     def _postmaster_alive(self) -> bool:
         pid = self._postmaster_pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid is not None and _alive(pid)
 
     def stop(self, mode: str = "fast") -> None:
         if not self._postmaster_alive():
@@ -327,9 +319,7 @@ def _kill_postmaster(data_dir: Path) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
     for _ in range(50):  # the children follow the postmaster
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return
         time.sleep(0.1)
 
@@ -357,10 +347,16 @@ def reap_leftovers(root: str | None = None) -> list[str]:
 
 
 def _alive(pid: int) -> bool:
+    """True for a running process; a zombie (dead, not yet reaped) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    return state not in ("Z", "X")
