@@ -67,6 +67,15 @@ def zstd_decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise zstandard.ZstdError("truncated zstd stream")
 
 
+def zstd_head(data: bytes, size: int) -> bytes:
+    """The first ``size`` decompressed bytes of a zstd stream (without inflating the rest)."""
+    reader = zstandard.ZstdDecompressor().stream_reader(data)
+    try:
+        return bytes(reader.read(size))
+    finally:
+        reader.close()  # type: ignore[no-untyped-call]
+
+
 def zstd_decompress_bytes(data: bytes) -> bytes:
     return b"".join(zstd_decompress([data]))
 

@@ -196,6 +196,42 @@ def fetch(
     raise WalNotFound(f"{name} is not in the archive of target {target!r}")
 
 
+def fetch_stored(
+    target: str, repos: Sequence[Repository], name: str, directory: Path
+) -> tuple[Path, bytes]:
+    """Copy ``name`` as stored (``.zst`` kept) into ``directory``, its stored sha256 checked.
+
+    Returns the file written and the first 8 KiB of the original WAL bytes (for header checks).
+    Decompression is left to whoever replays it (``zstd -d`` verifies the frame checksum).
+    """
+    problems: list[str] = []
+    unreadable = 0
+    for repo in repos:
+        for key in candidate_keys(target, name):
+            try:
+                info = repo.head(key)
+                if info is None:
+                    continue
+                data = repo.read_bytes(key)
+                meta = dict(info.metadata)
+                if meta.get("sha256") and hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                    raise IntegrityError(repo.name, f"{key} does not match its sha256")
+                if key.endswith(compression.ZSTD_SUFFIX):
+                    head = compression.zstd_head(data, 8192)
+                    dest = directory / (name + compression.ZSTD_SUFFIX)
+                else:
+                    head, dest = data[:8192], directory / name
+            except (StorageError, compression.ZstdError) as exc:
+                problems.append(f"{repo.name}: {exc}")
+                unreadable += 1
+                continue
+            _write_atomic(dest, [data])
+            return dest, head
+    if unreadable and unreadable >= len(repos):
+        raise StorageError(",".join(r.name for r in repos), "; ".join(problems))
+    raise WalNotFound(f"{name} is not in the archive of target {target!r}")
+
+
 def _write_atomic(dest: Path, chunks: Iterable[bytes]) -> None:
     tmp = dest.with_name(f".{dest.name}.pgproof-tmp")
     try:

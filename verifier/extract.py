@@ -16,7 +16,7 @@ class ChunkReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterable[bytes]):
         self._chunks: Iterator[bytes] = iter(chunks)
-        self._pending = b""
+        self._pending = memoryview(b"")
 
     def readable(self) -> bool:
         return True
@@ -24,13 +24,54 @@ class ChunkReader(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         while not self._pending:
             try:
-                self._pending = next(self._chunks)
+                self._pending = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
+        self._pending = self._pending[size:]  # a view: no copy of the rest
         return size
+
+
+def in_thread(chunks: Iterable[bytes], depth: int = 16) -> Iterator[bytes]:
+    """Produce ``chunks`` in a thread (e.g. decompression) while the caller consumes them
+    (e.g. writes files): on several cores the two overlap. Memory: ``depth`` chunks."""
+    import queue
+    import threading
+
+    items: queue.Queue[object] = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        items.put(chunk, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            items.put(exc)
+
+    thread = threading.Thread(target=produce, name="produce-chunks", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 class UnsafeMember(RestoreFailed):
@@ -81,7 +122,8 @@ def extract(chunks: Iterable[bytes], dest: Path) -> int:
     count = 0
     reader = io.BufferedReader(ChunkReader(chunks), buffer_size=1 << 20)
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
+        with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 20) as tar:
+            tar.copybufsize = 1 << 20  # type: ignore[attr-defined]  # default: 16 KiB steps
             for member in tar:
                 safe = check_member(member, dest)
                 tar.extract(safe, dest, set_attrs=not safe.issym(), numeric_owner=True)

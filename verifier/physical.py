@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import datetime as dt
 import functools
 import os
@@ -23,12 +25,12 @@ from typing import TYPE_CHECKING
 
 from backups import catalog, compression, walnames
 from backups.errors import CommandError
-from backups.progress import Progress
+from backups.progress import NullProgress, Progress
 from backups.runner import Runner
 from backups.storage.base import Repository
 from verifier import checks, pitr, sandboxconf
 from verifier.errors import RestoreFailed, SandboxError
-from verifier.extract import extract
+from verifier.extract import extract, in_thread
 from verifier.fetch import verified_chunks
 from verifier.records import CheckResult, ResultRecord
 from verifier.sandbox import Sandbox
@@ -50,27 +52,40 @@ def run_physical(
     progress: Progress,
 ) -> None:
     owner = runner.postgres_identity()
-    with timer.measure("fetch"):
+    with timer.measure("fetch"), concurrent.futures.ThreadPoolExecutor(1) as background:
+        # The WAL is prefetched while the base backup is extracted.
+        pending = None
+        if not manifest.wal_included:
+            pending = background.submit(
+                prefetch,
+                request.target.name,
+                repos,
+                manifest,
+                sandbox.work_dir / "wal",
+                owner,
+                NullProgress(),
+            )
         base = next(f for f in manifest.files if f.role == "base")
         chunks = verified_chunks(repo, manifest, base, progress)
         if base.compression.startswith("zstd"):
             chunks = compression.zstd_decompress(chunks)
         progress.start("restore base", base.size)
         try:
-            extract(chunks, sandbox.data_dir)
+            extract(in_thread(chunks), sandbox.data_dir)
         except compression.ZstdError as exc:
             raise RestoreFailed(
                 f"backup {manifest.id}: {base.name} does not decompress: {exc}"
             ) from exc
+        finally:
+            if pending is not None and not pending.done():
+                with contextlib.suppress(Exception):
+                    pending.result()  # never leave a thread writing into a sandbox being removed
         progress.done()
         if owner is not None:
             _chown_tree(sandbox.data_dir, owner.uid, owner.gid)
         record.bytes_restored = base.size
-        wal: Prefetched | None = None
-        if not manifest.wal_included:
-            wal = prefetch(
-                request.target.name, repos, manifest, sandbox.work_dir / "wal", owner, progress
-            )
+        wal: Prefetched | None = pending.result() if pending is not None else None
+        if wal is not None:
             record.bytes_restored += wal.bytes
     verify_result = _verifybackup(sandbox, wal is None)
     target = _target(request, manifest, sandbox, wal)
@@ -83,7 +98,7 @@ def run_physical(
     with timer.measure("recovery"):
         waldir = str(wal.directory) if wal else str(sandbox.work_dir / "wal")
         os.makedirs(waldir, exist_ok=True)
-        restore_command = f"test -f {shlex.quote(waldir)}/%f && cp {shlex.quote(waldir)}/%f %p"
+        restore_command = local_restore_command(waldir)
         preload = _preload(sandbox)
         sandbox.configure(
             fast=True,
@@ -133,17 +148,21 @@ def run_physical(
                         ),
                     )
                 )
-        results.append(
-            checks.guarded(
-                "amcheck", functools.partial(checks.amcheck, sandbox, dbs, request.heapallindexed)
-            )
-        )
-        results.append(
-            checks.guarded(
-                "readable",
-                functools.partial(checks.readable, sandbox, dbs, request.timeout_seconds),
-            )
-        )
+        # amcheck and the full read touch different things: run them side by side
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            parallel = [
+                pool.submit(
+                    checks.guarded,
+                    "amcheck",
+                    functools.partial(checks.amcheck, sandbox, dbs, request.heapallindexed),
+                ),
+                pool.submit(
+                    checks.guarded,
+                    "readable",
+                    functools.partial(checks.readable, sandbox, dbs, request.timeout_seconds),
+                ),
+            ]
+            results += [f.result() for f in parallel]
         conn_db = _conn_db(request)
         from verifier.run import custom_checks
 
@@ -158,6 +177,15 @@ def run_physical(
             )
         )
     record.checks = results
+
+
+def local_restore_command(waldir: str) -> str:
+    """Decompress a prefetched segment (or copy a plain file); exit 1 when it is not there."""
+    d = shlex.quote(waldir)
+    return (
+        f"if [ -f {d}/%f.zst ]; then zstd -dqf {d}/%f.zst -o %p; "
+        f"elif [ -f {d}/%f ]; then cp {d}/%f %p; else exit 1; fi"
+    )
 
 
 def _verifybackup(sandbox: Sandbox, wal_included: bool) -> CheckResult:
@@ -186,16 +214,29 @@ def _target(
 
 def _newest_commit(sandbox: Sandbox, wal: Prefetched) -> dt.datetime | None:
     """The newest commit in the archived WAL (pg_waldump over the last segments)."""
+    scratch = sandbox.work_dir / "waldump"
+    scratch.mkdir(exist_ok=True)
+    ident = os.stat(sandbox.work_dir)
     for name in reversed(wal.segments[-3:]):
+        packed = wal.directory / f"{name}.zst"
+        plain = scratch / name
         try:
+            if packed.exists():
+                plain.write_bytes(compression.zstd_decompress_bytes(packed.read_bytes()))
+            else:
+                plain.write_bytes((wal.directory / name).read_bytes())
+            os.chown(scratch, ident.st_uid, ident.st_gid)
+            os.chown(plain, ident.st_uid, ident.st_gid)
             res = sandbox.run(
                 "pg_waldump",
-                ["--rmgr=Transaction", "--path", str(wal.directory), name],
+                ["--rmgr=Transaction", "--path", str(scratch), name],
                 timeout=300,
                 ok_codes=(0, 1),
             )
-        except CommandError:
+        except (CommandError, OSError, compression.ZstdError):
             continue
+        finally:
+            plain.unlink(missing_ok=True)
         found = pitr.newest_commit(res.stdout.decode(errors="replace"))
         if found is not None:
             return found

@@ -250,13 +250,25 @@ class ProcessSandbox(Sandbox):
             )
             if probe.returncode == 0:
                 return
-            pid_file = (self.data_dir / "postmaster.pid").exists()
-            if (pid_file or time.monotonic() - began > 15) and not self._postmaster_alive():
+            if self._exited(began):
                 self.running = False
                 raise SandboxError(f"sandbox server exited while starting:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise SandboxError(f"sandbox not ready after {timeout:g} s:\n{self.log_tail()}")
             time.sleep(0.2)
+
+    def _exited(self, began: float) -> bool:
+        """Did the server die? An unreadable pid file means "not yet written", not "dead";
+        a dead pid is confirmed twice (the postmaster rewrites its pid file while starting)."""
+        for attempt in range(2):
+            pid = self._postmaster_pid()
+            if pid is None:
+                return time.monotonic() - began > 30
+            if _alive(pid):
+                return False
+            if attempt == 0:
+                time.sleep(0.5)
+        return True
 
     def _postmaster_pid(self) -> int | None:
         try:

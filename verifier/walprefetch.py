@@ -1,9 +1,10 @@
 """Fetching the WAL a replay needs, in parallel, before recovery starts.
 
 A restore_command that starts Python per segment would cost more than the replay; instead
-every needed segment (and every timeline history file) is fetched up front, by the same code
-as ``pgproof wal-fetch``, checked for continuity and for the cluster's system identifier, and
-the sandbox's restore_command only copies local files: the sandbox reaches no repository.
+every needed segment (and every timeline history file) is fetched up front, in parallel and
+as stored (zstd), its stored sha256 and the cluster's system identifier checked, continuity
+checked; the sandbox's restore_command only decompresses local files (``zstd -d``, which
+verifies each frame's checksum) while replay runs: the sandbox reaches no repository.
 """
 
 from __future__ import annotations
@@ -108,17 +109,19 @@ def prefetch(
     progress.start("fetch WAL", len(names) * seg)
 
     def one(name: str) -> int:
-        dest = directory / name
         try:
-            walarchive.fetch(target, repos, name, dest)
+            if walnames.classify(name) is walnames.WalKind.SEGMENT:
+                dest, header = walarchive.fetch_stored(target, repos, name, directory)
+            else:  # history files: plain, PostgreSQL reads them directly
+                dest = directory / name
+                walarchive.fetch(target, repos, name, dest)
+                header = b""
         except walarchive.WalNotFound:
             raise RestoreFailed(f"WAL file {name} vanished from the archive") from None
         except BackupError as exc:
             raise RestoreFailed(f"WAL file {name} could not be fetched: {exc}") from exc
         size = dest.stat().st_size
         if walnames.classify(name) is walnames.WalKind.SEGMENT:
-            with dest.open("rb") as fh:
-                header = fh.read(64)
             try:
                 sysid = walnames.parse_segment_header(header).system_identifier
             except ValueError as exc:

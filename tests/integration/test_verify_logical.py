@@ -38,7 +38,6 @@ def test_logical_restore_test_passes_and_is_recorded(setup_matrix: Setup) -> Non
         "restore_errors",
         "row_counts",
         "amcheck",
-        "readable",
         "custom:orders_not_empty",
     }
     assert names["row_counts"]["evidence"]["tables"] >= 2
