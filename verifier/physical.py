@@ -105,8 +105,20 @@ def run_physical(
             preload=preload,
             recovery=sandboxconf.Recovery(restore_command, target.settings),
         )
+        segments = len(wal.segments) if wal else 0
+        progress.start("WAL replay", segments * manifest.wal_segment_size or None)
+        shown = 0
+
+        def follow() -> None:  # replay progress: the segments the server has restored so far
+            nonlocal shown
+            restored = sandbox.server_log().count("restored log file")
+            if restored > shown:
+                progress.advance((restored - shown) * manifest.wal_segment_size)
+                shown = restored
+
         try:
-            sandbox.start(timeout=request.timeout_seconds)
+            sandbox.start(timeout=request.timeout_seconds, on_wait=follow)
+            progress.done()
         except SandboxError as exc:
             reached = pitr.read_log(str(exc))
             if reached.target_missed:
@@ -322,8 +334,7 @@ def _conn_db(request: VerifyRequest) -> str:
 
 
 def _log(sandbox: Sandbox) -> str:
-    tail = getattr(sandbox, "log_tail", None)
-    return str(tail(200_000)) if callable(tail) else ""
+    return sandbox.server_log()
 
 
 def _chown_tree(root: os.PathLike[str] | str, uid: int, gid: int) -> None:

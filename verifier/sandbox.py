@@ -21,7 +21,7 @@ import socket
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,12 @@ class Sandbox(ABC):
     ) -> None: ...
 
     @abstractmethod
-    def start(self, timeout: float) -> None: ...
+    def start(self, timeout: float, on_wait: Callable[[], None] | None = None) -> None:
+        """Start and wait until connections are accepted; ``on_wait`` runs while waiting."""
+
+    def server_log(self) -> str:
+        """The server's log so far (empty when the backend keeps none)."""
+        return ""
 
     @abstractmethod
     def stop(self, mode: str = "fast") -> None: ...
@@ -228,7 +233,10 @@ class ProcessSandbox(Sandbox):
             if ident is not None:
                 os.chown(path, ident.uid, ident.gid)
 
-    def start(self, timeout: float) -> None:
+    def server_log(self) -> str:
+        return self.log_tail(10_000_000)
+
+    def start(self, timeout: float, on_wait: Callable[[], None] | None = None) -> None:
         """Start and wait until it accepts connections (through recovery, if any)."""
         try:
             self.run(
@@ -255,6 +263,8 @@ class ProcessSandbox(Sandbox):
                 raise SandboxError(f"sandbox server exited while starting:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise SandboxError(f"sandbox not ready after {timeout:g} s:\n{self.log_tail()}")
+            if on_wait is not None:
+                on_wait()
             time.sleep(0.2)
 
     def _exited(self, began: float) -> bool:
