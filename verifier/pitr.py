@@ -15,7 +15,8 @@ _LAST_TX = re.compile(
     r"last completed transaction was at log time (\d{4}-\d\d-\d\d [0-9:.]+[+-]\d\d)"
 )
 _STOPPING = re.compile(
-    r"recovery stopping (before|after) (.+?), time (\d{4}-\d\d-\d\d [0-9:.]+[+-]\d\d)"
+    r"recovery stopping (before|after|at) (.+?)(?:, time (\d{4}-\d\d-\d\d [0-9:.]+[+-]\d\d))?\s*$",
+    re.M,
 )
 _TARGET_MISSED = "recovery ended before configured recovery target was reached"
 _COMMIT = re.compile(r"desc: COMMIT (\d{4}-\d\d-\d\d [0-9:.]+ [A-Z]+)")
@@ -100,7 +101,11 @@ def read_log(log: str) -> Reached:
     redo = _REDO_DONE.findall(log)
     last = _LAST_TX.findall(log)
     stop = _STOPPING.findall(log)
-    when = parse_time(last[-1]) if last else (parse_time(stop[-1][2]) if stop else None)
+    when = (
+        parse_time(last[-1])
+        if last
+        else (parse_time(stop[-1][2]) if stop and stop[-1][2] else None)
+    )
     reason = f"stopping {stop[-1][0]} {stop[-1][1]}" if stop else None
     return Reached(redo[-1] if redo else None, when, reason, _TARGET_MISSED in log)
 

@@ -236,14 +236,32 @@ class ProcessSandbox(Sandbox):
     def server_log(self) -> str:
         return self.log_tail(10_000_000)
 
+    def limits(self) -> list[str]:
+        """prlimit options for the server (inherited by every backend), when prlimit exists.
+
+        Address space per process (``PGPROOF_SANDBOX_AS_MB``, default 4096), no core dumps,
+        and no file larger than 4 GiB (data files are 1 GiB segments, WAL 16 MiB or so).
+        """
+        tool = shutil.which("prlimit")
+        if tool is None:
+            return []
+        space = int(os.environ.get("PGPROOF_SANDBOX_AS_MB", "4096")) * 1024 * 1024
+        return [tool, f"--as={space}", "--core=0", f"--fsize={4 << 30}", "--"]
+
     def start(self, timeout: float, on_wait: Callable[[], None] | None = None) -> None:
         """Start and wait until it accepts connections (through recovery, if any)."""
+        argv = [
+            *self.limits(),
+            self.bins.path("pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-W",
+            "start",
+        ]
         try:
-            self.run(
-                "pg_ctl",
-                ["-D", str(self.data_dir), "-l", str(self.log_file), "-W", "start"],
-                timeout=60,
-            )
+            self.runner.run(argv, timeout=60, as_postgres=True, env=self.client_env())
         except CommandError as exc:
             raise SandboxError(f"sandbox did not start: {exc}\n{self.log_tail()}") from None
         self.running = True

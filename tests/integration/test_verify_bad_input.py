@@ -244,3 +244,19 @@ def test_sandboxes_do_not_collide_and_a_taken_socket_is_an_error() -> None:
         a.destroy()
         b.destroy()
     assert not any(Path(root).iterdir())
+
+
+def test_sandbox_server_runs_under_resource_limits() -> None:
+    runner = Runner()
+    box = ProcessSandbox(pgbin.find(15, runner), runner, str(private_dir("pgproof-lim-")))
+    try:
+        box.initdb()
+        box.configure(fast=True)
+        box.start(timeout=60)
+        limits = Path(f"/proc/{postmaster_pid(box.base)}/limits").read_text()
+        lines = {line[:26].strip(): line[26:].split() for line in limits.splitlines()[1:]}
+        assert lines["Max address space"][0] == str(4096 * 1024 * 1024)
+        assert lines["Max core file size"][0] == "0"
+        assert lines["Max file size"][0] == str(4 << 30)
+    finally:
+        box.destroy()

@@ -97,3 +97,30 @@ def test_physical_latest_replays_the_whole_archive(setup15: Setup) -> None:
     checks = {c["name"]: c for c in record["checks"]}
     assert checks["custom:after_backup_there"]["verdict"] == "passed"
     assert checks["wal_replay"]["verdict"] == "passed"
+
+
+def test_pitr_to_an_lsn_and_to_a_restore_point(setup15: Setup) -> None:
+    s = setup15
+    s.edit_config(lambda d: d["targets"][0].update(heartbeat={"enabled": False}))
+    seed(s)
+    s.pgproof("backup", "physical", check=True)
+    s.cluster.sql("create table before_point as select 1 as x")
+    s.cluster.sql("select pg_create_restore_point('pgproof-test-point')")
+    lsn = s.cluster.sql("select pg_current_wal_lsn()::text")[0][0]
+    s.cluster.sql("create table after_point as select 1 as x")
+    s.wait_archived(s.cluster.switch_wal())
+    s.edit_config(
+        lambda d: d["targets"][0].update(
+            checks=[
+                {"name": "before_there", "sql": "select to_regclass('before_point') is not null"},
+                {"name": "after_absent", "sql": "select to_regclass('after_point') is null"},
+            ]
+        )
+    )
+    for spec in (f"lsn:{lsn}", "name:pgproof-test-point"):
+        code, doc = verify(s, "--pitr", spec)
+        record = doc["results"][0]
+        assert code == 0, (spec, record["cause"])
+        assert record["pitr"]["stop_reason"], record["pitr"]
+        checks = {c["name"]: c["verdict"] for c in record["checks"]}
+        assert checks["custom:before_there"] == checks["custom:after_absent"] == "passed"
