@@ -17,9 +17,10 @@ import concurrent.futures
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from backups import compression, walnames
 from backups.errors import BackupError, IntegrityError, StorageError, WalConflict, WalError
@@ -154,14 +155,21 @@ class WalNotFound(WalError):
     pass
 
 
-def fetch(
-    target: str, repos: Sequence[Repository], name: str, dest: str | Path
-) -> tuple[str, list[str]]:
-    """Restore ``name`` to ``dest`` from the first repository that has an intact copy.
+_T = TypeVar("_T")
 
-    Returns (repository used, problems met on the way). WalNotFound when no repository has
-    it; StorageError when none could be read (not the same as "not found": recovery must
-    not end early because a repository was unreachable).
+
+def _first_intact(
+    target: str,
+    repos: Sequence[Repository],
+    name: str,
+    accept: Callable[[str, bytes, dict[str, str]], _T],
+) -> tuple[str, _T, list[str]]:
+    """(repository, accept(key, stored bytes, metadata), problems) for the first intact copy.
+
+    A copy whose stored bytes do not match their sha256, or that ``accept`` rejects
+    (ValueError, ZstdError), is skipped for the next repository. WalNotFound when no
+    repository has it; StorageError when none could be read (not the same: recovery must not
+    end early because a repository was unreachable).
     """
     try:
         walnames.classify(name)
@@ -179,21 +187,34 @@ def fetch(
                 meta = dict(info.metadata)
                 if meta.get("sha256") and hashlib.sha256(data).hexdigest() != meta["sha256"]:
                     raise IntegrityError(repo.name, f"{key} does not match its sha256")
-                if key.endswith(compression.ZSTD_SUFFIX):
-                    data = compression.zstd_decompress_bytes(data)
-                if meta.get("source-sha256") and (
-                    hashlib.sha256(data).hexdigest() != meta["source-sha256"]
-                ):
-                    raise IntegrityError(repo.name, f"{key} decompresses to different bytes")
-            except (StorageError, compression.ZstdError) as exc:
+                result = accept(key, data, meta)
+            except (StorageError, compression.ZstdError, ValueError) as exc:
                 problems.append(f"{repo.name}: {exc}")
                 unreadable += 1
                 continue
-            _write_atomic(Path(dest), [data])
-            return repo.name, problems
+            return repo.name, result, problems
     if unreadable and unreadable >= len(repos):
         raise StorageError(",".join(r.name for r in repos), "; ".join(problems))
     raise WalNotFound(f"{name} is not in the archive of target {target!r}")
+
+
+def fetch(
+    target: str, repos: Sequence[Repository], name: str, dest: str | Path
+) -> tuple[str, list[str]]:
+    """Restore ``name`` to ``dest`` from the first repository with an intact copy (the
+    original bytes' sha256 checked); returns (repository used, problems met on the way)."""
+
+    def original(key: str, data: bytes, meta: dict[str, str]) -> bytes:
+        if key.endswith(compression.ZSTD_SUFFIX):
+            data = compression.zstd_decompress_bytes(data)
+        expected = meta.get("source-sha256")
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            raise ValueError(f"{key} decompresses to different bytes")
+        return data
+
+    repo_name, plain, problems = _first_intact(target, repos, name, original)
+    _write_atomic(Path(dest), [plain])
+    return repo_name, problems
 
 
 def fetch_stored(
@@ -204,32 +225,16 @@ def fetch_stored(
     Returns the file written and the first 8 KiB of the original WAL bytes (for header checks).
     Decompression is left to whoever replays it (``zstd -d`` verifies the frame checksum).
     """
-    problems: list[str] = []
-    unreadable = 0
-    for repo in repos:
-        for key in candidate_keys(target, name):
-            try:
-                info = repo.head(key)
-                if info is None:
-                    continue
-                data = repo.read_bytes(key)
-                meta = dict(info.metadata)
-                if meta.get("sha256") and hashlib.sha256(data).hexdigest() != meta["sha256"]:
-                    raise IntegrityError(repo.name, f"{key} does not match its sha256")
-                if key.endswith(compression.ZSTD_SUFFIX):
-                    head = compression.zstd_head(data, 8192)
-                    dest = directory / (name + compression.ZSTD_SUFFIX)
-                else:
-                    head, dest = data[:8192], directory / name
-            except (StorageError, compression.ZstdError) as exc:
-                problems.append(f"{repo.name}: {exc}")
-                unreadable += 1
-                continue
-            _write_atomic(dest, [data])
-            return dest, head
-    if unreadable and unreadable >= len(repos):
-        raise StorageError(",".join(r.name for r in repos), "; ".join(problems))
-    raise WalNotFound(f"{name} is not in the archive of target {target!r}")
+
+    def keep(key: str, data: bytes, meta: dict[str, str]) -> tuple[Path, bytes, bytes]:
+        if key.endswith(compression.ZSTD_SUFFIX):
+            head = compression.zstd_head(data, 8192)
+            return directory / (name + compression.ZSTD_SUFFIX), data, head
+        return directory / name, data, data[:8192]
+
+    _, (dest, data, head), _ = _first_intact(target, repos, name, keep)
+    _write_atomic(dest, [data])
+    return dest, head
 
 
 def _write_atomic(dest: Path, chunks: Iterable[bytes]) -> None:

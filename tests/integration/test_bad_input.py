@@ -18,7 +18,7 @@ from backups.lock import target_lock
 from backups.storage.filesystem import FilesystemRepository
 from tests.integration.helpers import all_keys, complete_ids, load_json, repos_of
 from tests.support.faultproxy import FaultProxy, is_put
-from tests.support.fixtures import PGPROOF, Setup, s3_env
+from tests.support.fixtures import PGPROOF, Setup, s3_env, small_tmpfs
 from tests.support.pgcluster import private_dir
 from tests.support.ports import free_port
 from tests.support.seaweed import SeaweedS3
@@ -275,19 +275,8 @@ def test_s3_failing_in_the_middle_of_a_backup(setup15: Setup, proxy: FaultProxy)
 
 @pytest.fixture
 def tiny_disk() -> Iterator[Path]:
-    mount_point = private_dir("pgproof-tinydisk-")
-    probe = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {probe.stderr.decode().strip()}")
-    try:
+    with small_tmpfs("2m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-        mount_point.rmdir()
 
 
 def test_disk_filling_up_in_the_middle_of_a_backup(setup15: Setup, tiny_disk: Path) -> None:

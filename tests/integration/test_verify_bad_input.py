@@ -16,7 +16,7 @@ import pytest
 from backups import catalog, compression, pgbin
 from backups.runner import Runner
 from tests.integration.helpers import load_json, repos_of, seed
-from tests.support.fixtures import PGPROOF, Setup, s3_env
+from tests.support.fixtures import PGPROOF, Setup, s3_env, small_tmpfs
 from tests.support.pgcluster import make_cluster, private_dir
 from tests.support.ports import free_port
 from verifier.errors import SandboxError
@@ -133,19 +133,8 @@ def test_production_archive_command_is_neutralised(setup15: Setup) -> None:
 
 @pytest.fixture
 def tiny_disk() -> Iterator[Path]:
-    mount_point = private_dir("pgproof-tinysandbox-")
-    probe = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=12m,mode=0755", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs: {probe.stderr.decode().strip()}")
-    try:
+    with small_tmpfs("12m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-        mount_point.rmdir()
 
 
 def test_sandbox_disk_filling_up_is_an_error_and_cleaned(setup15: Setup, tiny_disk: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -202,3 +203,22 @@ def fs_only15() -> Iterator[Setup]:
         yield s
     finally:
         destroy_setup(s)
+
+
+@contextlib.contextmanager
+def small_tmpfs(size: str) -> Iterator[Path]:
+    """A real small filesystem (tmpfs) to fill up; skips when mounting is not allowed."""
+    mount_point = private_dir("pgproof-tmpfs-")
+    probe = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        mount_point.rmdir()
+        pytest.skip(f"cannot mount a small tmpfs here: {probe.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        mount_point.rmdir()
