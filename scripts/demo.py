@@ -1,9 +1,10 @@
 """Run pgproof's main job against an embedded default and leave it for the user to explore.
 
 Starts a source PostgreSQL 15 with pgbench data, archiving with ``pgproof wal-push``, a
-filesystem repository and a local S3 server (SeaweedFS), then takes a logical and a physical
-backup and runs ``pgproof check``. Waits until Ctrl-C (``--once``: stops right away), then
-stops everything it started.
+filesystem repository and a local S3 server (SeaweedFS), with the heartbeat running; takes a
+logical and a physical backup, writes some more, runs ``pgproof check``, then the restore
+tests: ``pgproof verify`` (physical to a random point in time, with the heartbeat proof, and
+logical). Waits until Ctrl-C (``--once``: stops right away), then stops everything it started.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,10 +75,42 @@ def main() -> int:
             timeout=900,
         )
         status = 0
-        for step in (("heartbeat", "--once"), ("backup", "logical"), ("backup", "physical")):
-            status |= run(config, *step)
+        heartbeat = subprocess.Popen(
+            [PGPROOF, "--config", str(config), "heartbeat"],
+            env=dict(os.environ, **s3_env()),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(1.5)
+            for step in (("backup", "logical"), ("backup", "physical")):
+                status |= run(config, *step)
+            print("\nwriting for 5 s (pgbench) so that there is WAL to replay...", flush=True)
+            cluster.pg(
+                "pgbench",
+                "-n",
+                "-T",
+                "5",
+                "-c",
+                "2",
+                "-h",
+                cluster.socket_dir,
+                "-p",
+                str(cluster.port),
+                "-U",
+                "postgres",
+                "postgres",
+                timeout=120,
+            )
+            time.sleep(1.5)
+        finally:
+            heartbeat.terminate()
+            heartbeat.wait(10)
         cluster.switch_wal()
+        time.sleep(2)
         status |= run(config, "check")
+        status |= run(config, "verify", "--kind", "physical", "--pitr", "random")
+        status |= run(config, "verify", "--kind", "logical")
         run(config, "list")
         print(
             f"\nEverything is under {base}:\n"

@@ -148,7 +148,7 @@ def readable(sandbox: Sandbox, databases: Sequence[str], timeout: float) -> Chec
     return CheckResult(
         "readable",
         "passed",
-        f"every table of {len(databases)} databases read in full",
+        f"every table of {len(databases)} database(s) read in full",
         {"databases": list(databases)},
     )
 
