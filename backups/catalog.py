@@ -17,7 +17,7 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -177,6 +177,32 @@ def read_manifest(repo: Repository, target: str, backup_id: str) -> Manifest:
     if manifest.id != backup_id or manifest.target != target:
         raise CatalogError(f"{repo.name}: {key} names backup {manifest.id} of {manifest.target}")
     return manifest
+
+
+class FileMismatch(CatalogError):
+    """A stored backup file differs from its manifest entry (size, or sha256 when sizes agree)."""
+
+    def __init__(self, name: str, found_size: int, expected_size: int):
+        self.found_size = found_size
+        self.expected_size = expected_size
+        self.truncated = found_size != expected_size
+        what = f"{found_size} bytes, manifest says {expected_size}" if self.truncated else "sha256"
+        super().__init__(f"{name}: {what} differs from the manifest")
+
+
+def read_checked(repo: Repository, key: str, expected: BackupFile) -> Iterator[bytes]:
+    """Stream a backup file; once read, FileMismatch if its size or sha256 is not the manifest's.
+
+    Backend errors (StorageError) propagate as they are.
+    """
+    sha = hashlib.sha256()
+    size = 0
+    for chunk in repo.read(key):
+        sha.update(chunk)
+        size += len(chunk)
+        yield chunk
+    if size != expected.size or sha.hexdigest() != expected.sha256:
+        raise FileMismatch(expected.name, size, expected.size)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ that every backup is in every repository. Problems name the repository, backup a
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -69,18 +68,18 @@ def describe_backup(m: catalog.Manifest) -> dict[str, Any]:
 
 def verify_file(repo: Repository, key: str, expected: catalog.BackupFile) -> str | None:
     """None when the stored object has the manifest's size and sha256, else the problem."""
-    sha = hashlib.sha256()
-    size = 0
     try:
-        for chunk in repo.read(key):
-            sha.update(chunk)
-            size += len(chunk)
+        for _chunk in catalog.read_checked(repo, key, expected):
+            pass
+    except catalog.FileMismatch as exc:
+        if exc.truncated:
+            return (
+                f"size {exc.found_size} bytes, manifest says {exc.expected_size} "
+                "(truncated or replaced)"
+            )
+        return "sha256 does not match the manifest (corrupted)"
     except BackupError as exc:
         return str(exc)
-    if size != expected.size:
-        return f"size {size} bytes, manifest says {expected.size} (truncated or replaced)"
-    if sha.hexdigest() != expected.sha256:
-        return "sha256 does not match the manifest (corrupted)"
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from backups.errors import SourceError
@@ -56,7 +57,7 @@ def run_forever(
     interval: float,
     stop: threading.Event,
     database: str | None = None,
-    on_error: object = None,
+    on_error: Callable[[SourceError], None] | None = None,
 ) -> int:
     """Beat until ``stop`` is set; a failed beat is reported and retried next tick."""
     beats = 0
@@ -65,7 +66,7 @@ def run_forever(
             beat(source, interval, database)
             beats += 1
         except SourceError as exc:
-            if callable(on_error):
+            if on_error is not None:
                 on_error(exc)
         stop.wait(interval)
     return beats

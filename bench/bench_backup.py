@@ -16,12 +16,14 @@ pgproof, plus a local SeaweedFS S3, then prints times, sizes and ratios:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -31,7 +33,7 @@ from backups.runner import Runner
 from tests.support.fixtures import PGPROOF, s3_env, write_config
 from tests.support.pgcluster import Cluster, make_cluster, private_dir
 from tests.support.ports import free_port
-from tests.support.seaweed import SeaweedS3, start_seaweed
+from tests.support.seaweed import SeaweedS3, seaweed_server
 
 RUNNER = Runner()
 
@@ -81,31 +83,41 @@ def source(scale: int, base: Path, s3: SeaweedS3) -> tuple[Cluster, Path]:
             "fsync": "on",
         },
     )
-    cluster.start()
-    started = time.perf_counter()
-    cluster.pg(
-        "pgbench",
-        "-i",
-        "-q",
-        "-s",
-        str(scale),
-        "-h",
-        cluster.socket_dir,
-        "-p",
-        str(cluster.port),
-        "-U",
-        "postgres",
-        "postgres",
-        timeout=7200,
-    )
-    size = cluster.sql("select pg_database_size('postgres')")[0][0]
-    print(
-        f"source: PostgreSQL 15, pgbench scale {scale}, {mb(size)} "
-        f"(loaded in {time.perf_counter() - started:.0f} s)",
-        flush=True,
-    )
-    cluster.sql("checkpoint")
+    try:
+        cluster.start()
+        started = time.perf_counter()
+        cluster.pgbench(
+            "-i",
+            "-q",
+            "-s",
+            str(scale),
+            timeout=7200,
+        )
+        size = cluster.sql("select pg_database_size('postgres')")[0][0]
+        print(
+            f"source: PostgreSQL 15, pgbench scale {scale}, {mb(size)} "
+            f"(loaded in {time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+        cluster.sql("checkpoint")
+    except BaseException:
+        cluster.destroy()
+        raise
     return cluster, config
+
+
+@contextlib.contextmanager
+def bench_source(scale: int, prefix: str, s3: SeaweedS3) -> Iterator[tuple[Path, Cluster, Path]]:
+    """(work dir, source cluster, pgproof config); everything removed on leaving."""
+    base = private_dir(prefix)
+    try:
+        cluster, config = source(scale, base, s3)
+        try:
+            yield base, cluster, config
+        finally:
+            cluster.destroy()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def bench_logical(cluster: Cluster, config: Path, base: Path) -> None:
@@ -318,21 +330,15 @@ def main() -> int:
     if shutil.which("pgbackrest") is None:
         print("pgBackRest is needed: apt-get install pgbackrest", file=sys.stderr)
         return 2
-    base = private_dir("pgproof-bench-")
-    s3 = start_seaweed()
-    cluster = None
-    try:
-        cluster, config = source(args.scale, base, s3)
+    with (
+        seaweed_server() as s3,
+        bench_source(args.scale, "pgproof-bench-", s3) as (base, cluster, config),
+    ):
         conf = pgbackrest_conf(cluster, base)
         if not args.skip_backups:
             bench_logical(cluster, config, base)
             bench_physical(cluster, config, base, conf)
         bench_wal(cluster, config, base, conf, s3, args.segments)
-    finally:
-        if cluster is not None:
-            cluster.destroy()
-        s3.stop()
-        shutil.rmtree(base, ignore_errors=True)
     return 0
 
 

@@ -7,12 +7,10 @@ Usage (as root, after scripts/setup): .venv/bin/python -m bench.bench_memory [--
 from __future__ import annotations
 
 import argparse
-import shutil
 
-from bench.bench_backup import as_postgres, du, mb, source
+from bench.bench_backup import as_postgres, bench_source, du, mb
 from tests.support.fixtures import PGPROOF
-from tests.support.pgcluster import private_dir
-from tests.support.seaweed import start_seaweed
+from tests.support.seaweed import seaweed_server
 
 
 def main() -> int:
@@ -20,23 +18,15 @@ def main() -> int:
     parser.add_argument("--scales", default="70,700")
     args = parser.parse_args()
     scales = [int(s) for s in args.scales.split(",")]
-    s3 = start_seaweed()
     results: list[tuple[int, int, str, float, int, int]] = []
-    try:
+    with seaweed_server() as s3:
         for scale in scales:
-            base = private_dir("pgproof-benchmem-")
-            cluster, config = source(scale, base, s3)
-            try:
+            with bench_source(scale, "pgproof-benchmem-", s3) as (base, cluster, config):
                 db_size = int(cluster.sql("select pg_database_size('postgres')")[0][0])
                 for kind in ("physical", "logical"):
                     before = du(base / "repo")
                     seconds, rss = as_postgres([PGPROOF, "--config", str(config), "backup", kind])
                     results.append((scale, db_size, kind, seconds, rss, du(base / "repo") - before))
-            finally:
-                cluster.destroy()
-                shutil.rmtree(base, ignore_errors=True)
-    finally:
-        s3.stop()
     print(f"\n{'scale':>6} {'database':>10} {'kind':<9} {'time':>8} {'stored':>10} {'peak RSS':>9}")
     for scale, db_size, kind, seconds, rss, stored in results:
         print(

@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_backup import as_postgres, mb, pgbackrest_conf, row, source
+from bench.bench_backup import as_postgres, bench_source, mb, pgbackrest_conf, row
 from tests.support.fixtures import PGPROOF, s3_env
 from tests.support.pgcluster import Cluster, private_dir
-from tests.support.seaweed import start_seaweed
+from tests.support.seaweed import seaweed_server
 
 
 def wait_promoted(cluster_bin: Cluster, datadir: Path, sock: Path, port: int, log: Path) -> None:
@@ -189,11 +189,10 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=100)
     parser.add_argument("--wal-seconds", type=int, default=30)
     args = parser.parse_args()
-    base = private_dir("pgproof-benchverify-")
-    s3 = start_seaweed()
-    cluster = None
-    try:
-        cluster, config = source(args.scale, base, s3)
+    with (
+        seaweed_server() as s3,
+        bench_source(args.scale, "pgproof-benchverify-", s3) as (base, cluster, config),
+    ):
         repo = base / "repo"
         import yaml
 
@@ -219,20 +218,12 @@ def main() -> int:
         subprocess.run(
             [PGPROOF, "--config", str(config), "backup", "logical"], check=True, capture_output=True
         )
-        cluster.pg(
-            "pgbench",
+        cluster.pgbench(
             "-n",
             "-T",
             str(args.wal_seconds),
             "-c",
             "2",
-            "-h",
-            cluster.socket_dir,
-            "-p",
-            str(cluster.port),
-            "-U",
-            "postgres",
-            "postgres",
             timeout=3600,
         )
         last = cluster.switch_wal()
@@ -285,11 +276,6 @@ def main() -> int:
         total_l, record_l = pgproof_verify(config, "logical")
         row("pgproof verify --kind logical: total with checks", total_l, None, hand_l)
         print(f"  phases: {record_l['phases']}")
-    finally:
-        if cluster is not None:
-            cluster.destroy()
-        s3.stop()
-        shutil.rmtree(base, ignore_errors=True)
     return 0
 
 

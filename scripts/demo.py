@@ -59,19 +59,11 @@ def main() -> int:
         )
         cluster.start()
         print(f"source PostgreSQL 15 on socket {cluster.socket_dir}, port {cluster.port}")
-        cluster.pg(
-            "pgbench",
+        cluster.pgbench(
             "-i",
             "-q",
             "-s",
             str(args.scale),
-            "-h",
-            cluster.socket_dir,
-            "-p",
-            str(cluster.port),
-            "-U",
-            "postgres",
-            "postgres",
             timeout=900,
         )
         status = 0
@@ -86,20 +78,12 @@ def main() -> int:
             for step in (("backup", "logical"), ("backup", "physical")):
                 status |= run(config, *step)
             print("\nwriting for 5 s (pgbench) so that there is WAL to replay...", flush=True)
-            cluster.pg(
-                "pgbench",
+            cluster.pgbench(
                 "-n",
                 "-T",
                 "5",
                 "-c",
                 "2",
-                "-h",
-                cluster.socket_dir,
-                "-p",
-                str(cluster.port),
-                "-U",
-                "postgres",
-                "postgres",
                 timeout=120,
             )
             time.sleep(1.5)

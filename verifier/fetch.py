@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,25 +18,21 @@ def verified_chunks(
 ) -> Iterator[bytes]:
     """The file's bytes; RestoreFailed naming backup and file when size or sha256 differ."""
     key = catalog.backup_prefix(manifest.target, manifest.id) + entry.name
-    sha = hashlib.sha256()
-    size = 0
     try:
-        for chunk in repo.read(key):
-            sha.update(chunk)
-            size += len(chunk)
+        for chunk in catalog.read_checked(repo, key, entry):
             progress.advance(len(chunk))
             yield chunk
-    except BackupError as exc:
-        raise RestoreFailed(f"backup {manifest.id}: cannot read {entry.name}: {exc}") from exc
-    if size != entry.size:
-        raise RestoreFailed(
-            f"backup {manifest.id}: file {entry.name} has {size} bytes, the manifest says "
-            f"{entry.size} (truncated)"
-        )
-    if sha.hexdigest() != entry.sha256:
+    except catalog.FileMismatch as exc:
+        if exc.truncated:
+            raise RestoreFailed(
+                f"backup {manifest.id}: file {entry.name} has {exc.found_size} bytes, the "
+                f"manifest says {entry.size} (truncated)"
+            ) from exc
         raise RestoreFailed(
             f"backup {manifest.id}: file {entry.name} does not match its sha256 (corrupted)"
-        )
+        ) from exc
+    except BackupError as exc:
+        raise RestoreFailed(f"backup {manifest.id}: cannot read {entry.name}: {exc}") from exc
 
 
 def download(

@@ -127,8 +127,7 @@ def run_physical(
                     f"replay reached {reached.lsn or 'an earlier point'}"
                 ) from None
             raise
-    log = _log(sandbox)
-    reached = pitr.read_log(log)
+    reached = pitr.read_log(sandbox.server_log())
     record.pitr.update(
         reached_lsn=reached.lsn,
         reached_time=reached.last_transaction.isoformat() if reached.last_transaction else None,
@@ -331,10 +330,6 @@ def _conn_db(request: VerifyRequest) -> str:
     from verifier.run import _conninfo_db
 
     return _conninfo_db(request.target)
-
-
-def _log(sandbox: Sandbox) -> str:
-    return sandbox.server_log()
 
 
 def _chown_tree(root: os.PathLike[str] | str, uid: int, gid: int) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 import os
 
 from backups.errors import StorageError
-from backups.settings import FilesystemRepoSettings, RepoSettings, S3RepoSettings
+from backups.settings import FilesystemRepoSettings, RepoSettings
 from backups.storage.base import Repository
 from backups.storage.filesystem import FilesystemRepository
 
@@ -30,6 +30,3 @@ def open_repository(settings: RepoSettings) -> Repository:
 
 def open_all(settings: tuple[RepoSettings, ...]) -> list[Repository]:
     return [open_repository(s) for s in settings]
-
-
-__all__ = ["open_all", "open_repository", "S3RepoSettings"]

@@ -54,6 +54,11 @@ class Cluster:
         )
         return res.stdout.decode()
 
+    def pgbench(self, *args: str, timeout: float = 3600) -> str:
+        """pgbench against this cluster's postgres database (as the postgres user)."""
+        conn = ["-h", self.socket_dir, "-p", str(self.port), "-U", "postgres"]
+        return self.pg("pgbench", *args, *conn, "postgres", timeout=timeout)
+
     def initdb(self, checksums: bool = True, settings: Mapping[str, str] | None = None) -> None:
         args = ["-D", str(self.datadir), "-U", "postgres", "-A", "trust", "--no-sync"]
         if checksums:

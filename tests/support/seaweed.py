@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,16 @@ class SeaweedS3:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def seaweed_server() -> Iterator[SeaweedS3]:
+    """A SeaweedFS S3 server for the duration of the block, stopped whatever happens."""
+    server = start_seaweed()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def start_seaweed() -> SeaweedS3:

@@ -43,7 +43,7 @@ def test_worker_pushes_ahead_and_foreground_gets_each_verdict(tmp_path: Path) ->
         t = threading.Thread(
             target=walasync.run_worker,
             args=(spool, str(pg_wal), push_one),
-            kwargs={"workers": 3, "lookahead": 8, "idle_exit": 0.3, "lock_fd": os.dup(lock_fd)},
+            kwargs={"workers": 3, "lookahead": 8, "idle_exit": 2.0, "lock_fd": os.dup(lock_fd)},
         )
         threads.append(t)
         t.start()
