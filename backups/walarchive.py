@@ -145,9 +145,10 @@ def push(target: str, repos: Sequence[Repository], path: str | Path, level: int 
             list(pool.map(attempt, repos))
     return PushOutcome(
         item.name,
-        tuple(n for n, r in results.items() if r == "stored"),
-        tuple(n for n, r in results.items() if r == "already"),
-        failed,
+        # in the configured order of the repositories, whatever order the threads finished in
+        tuple(r.name for r in repos if results.get(r.name) == "stored"),
+        tuple(r.name for r in repos if results.get(r.name) == "already"),
+        {r.name: failed[r.name] for r in repos if r.name in failed},
     )
 
 
