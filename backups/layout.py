@@ -17,3 +17,11 @@ def wal_prefix(target: str) -> str:
 
 def results_prefix(target: str) -> str:
     return f"{target}/results/"
+
+
+def jobs_prefix(target: str) -> str:
+    return f"{target}/jobs/"
+
+
+def job_status_key(target: str, kind: str) -> str:
+    return f"{target}/jobs/{kind}.json"

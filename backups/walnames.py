@@ -8,8 +8,10 @@ fit in 4 GiB of LSN space), plus ``.partial``; ``TTTTTTTT.history``;
 
 from __future__ import annotations
 
+import bisect
 import re
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -235,6 +237,113 @@ def check_continuity(
         tuple(sorted(all_tlis)),
         tuple(missing),
         tuple(missing_history),
+        tuple(problems),
+    )
+
+
+@dataclass(frozen=True)
+class ContinuityCount:
+    """``check_continuity``'s answer as counts, for large archives (the exporter)."""
+
+    first: str | None
+    last: str | None
+    missing: int
+    first_missing: tuple[str, ...]
+    missing_history: tuple[str, ...]
+    problems: tuple[str, ...]
+
+
+def _gaps(values: Sequence[int], lo: int, hi: int, limit: int) -> tuple[int, list[int]]:
+    """Count of integers in lo..hi absent from the sorted unique ``values``, and the first
+    ``limit`` of them, in O(log n) per gap listed."""
+    i = bisect.bisect_left(values, lo)
+    j = bisect.bisect_right(values, hi)
+    count = (hi - lo + 1) - (j - i)
+    found: list[int] = []
+    expected = lo
+    while len(found) < limit and expected <= hi and count:
+        # the first index k >= i with values[k] != expected + (k - i): values[k] - k grows
+        base = expected - i
+        k_lo, k_hi = i, j
+        while k_lo < k_hi:
+            mid = (k_lo + k_hi) // 2
+            if values[mid] - mid > base:
+                k_hi = mid
+            else:
+                k_lo = mid + 1
+        gap_start = expected + (k_lo - i)
+        gap_end = values[k_lo] - 1 if k_lo < j else hi
+        for segno in range(gap_start, min(gap_end, hi) + 1):
+            if len(found) == limit:
+                break
+            found.append(segno)
+        if k_lo >= j:
+            break
+        i, expected = k_lo, values[k_lo]
+    return count, found
+
+
+def count_continuity(
+    by_timeline: Mapping[int, Sequence[int]],
+    histories: Mapping[int, list[HistoryEntry]],
+    start: tuple[int, int] | None,
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+    max_listed: int = 10,
+) -> ContinuityCount:
+    """The same rules as ``check_continuity`` over sorted segment numbers per timeline,
+    counting the missing segments with binary searches instead of walking the range."""
+    present = {t: v for t, v in by_timeline.items() if v}
+    if not present:
+        empty = ("no WAL segments archived",) if start is not None else ()
+        return ContinuityCount(None, None, 0, (), (), empty)
+    latest = max(present)
+    history = list(histories.get(latest, []))
+    missing_history = (history_name(latest),) if latest > 1 and latest not in histories else ()
+    spans = timeline_spans(latest, history, segment_size)
+    on_path = {s.timeline for s in spans}
+    end_segno = present[latest][-1]
+    problems: list[str] = []
+    if start is None:
+        start_tli, start_segno = min(((t, v[0]) for t, v in present.items()), key=lambda s: s[1])
+    else:
+        start_tli, start_segno = start
+        if start_tli not in on_path and not missing_history:
+            problems.append(
+                f"timeline {start_tli} of the oldest backup is not an ancestor of "
+                f"the newest timeline {latest}"
+            )
+    missing = 0
+    listed: list[str] = []
+    for span in spans:
+        lo = max(span.first_segno, start_segno)
+        hi = end_segno if span.last_segno is None else min(span.last_segno, end_segno)
+        if lo > hi:
+            continue
+        own = present.get(span.timeline, [])
+        older = [
+            present[t]
+            for t in on_path
+            if t < span.timeline
+            and t in present
+            and bisect.bisect_right(present[t], hi) > bisect.bisect_left(present[t], lo)
+        ]
+        if not older:
+            count, first = _gaps(own, lo, hi, max_listed - len(listed))
+        else:  # copies on an older timeline of the path also serve: merge those ranges
+            merged = sorted(
+                set(own[bisect.bisect_left(own, lo) : bisect.bisect_right(own, hi)]).union(
+                    *(v[bisect.bisect_left(v, lo) : bisect.bisect_right(v, hi)] for v in older)
+                )
+            )
+            count, first = _gaps(merged, lo, hi, max_listed - len(listed))
+        missing += count
+        listed.extend(segment_name(span.timeline, n, segment_size) for n in first)
+    return ContinuityCount(
+        segment_name(start_tli, start_segno, segment_size),
+        segment_name(latest, end_segno, segment_size),
+        missing,
+        tuple(listed),
+        missing_history,
         tuple(problems),
     )
 

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = with_target(sub.add_parser("heartbeat", help="write the heartbeat row on the source"))
     p.add_argument("--once", action="store_true")
+    p = sub.add_parser("serve", help="metrics and health over HTTP, alert emails")
+    p.add_argument("--listen", help="host:port (default: http.listen of the config)")
     return parser
 
 
@@ -101,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "heartbeat",
             "verify",
         )
-        targets = (cfg.target(args.target),) if single else cfg.select(args.target)
+        name = getattr(args, "target", None)
+        targets = (cfg.target(name),) if single else cfg.select(name)
     except ConfigError as exc:
         _err(f"configuration error: {exc}")
         return EXIT_USAGE

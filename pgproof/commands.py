@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, Literal
 
+from backups.catalog import utc_iso
 from backups.errors import BackupError, LockHeld
 from backups.runner import Runner
 from backups.storage.base import Repository
@@ -25,6 +27,25 @@ def _progress(args: argparse.Namespace) -> Any:
     from pgproof.progress import TerminalProgress
 
     return TerminalProgress()
+
+
+def _job_status(
+    repos: list[Repository],
+    target: str,
+    kind: str,
+    started: str,
+    backup_id: str | None,
+    status: Literal["ok", "partial", "failed"],
+    error: str,
+) -> None:
+    from backups import jobstatus
+
+    finished = utc_iso(dt.datetime.now(dt.UTC))
+    refused = jobstatus.record(
+        repos, jobstatus.JobStatus(target, kind, status, started, finished, backup_id, error)
+    )
+    for name in refused:
+        _err(f"repository {name!r} did not take the job status record")
 
 
 def _close(repos: list[Repository]) -> None:
@@ -45,11 +66,25 @@ def cmd_backup(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
         _err(str(exc))
         return EXIT_FAILED
     job_class = LogicalBackup if args.kind == "logical" else PhysicalBackup
+    started = utc_iso(dt.datetime.now(dt.UTC))
     try:
         with target_lock(target.settings.lock_dir, target.name, f"backup {args.kind}"):
             clear_leftovers(repos, target.name)
             job = job_class(target.settings, repos, Runner(), __version__, _progress(args))
-            outcome = job.run()
+            try:
+                outcome = job.run()
+            except BackupError as exc:
+                _job_status(repos, target.name, args.kind, started, None, "failed", str(exc))
+                raise
+            _job_status(
+                repos,
+                target.name,
+                args.kind,
+                started,
+                outcome.manifest.id,
+                "ok" if outcome.ok else "partial",
+                "; ".join(f"{n}: {why}" for n, why in outcome.failed.items()),
+            )
     except LockHeld as exc:
         _err(str(exc))
         return EXIT_FAILED
@@ -416,3 +451,33 @@ def cmd_verify(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
             print(f"  cause: {r.cause}")
         print(f"  record: {r.target}/results/{r.id}.json")
     return status
+
+
+def cmd_serve(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from exporters.errors import ExporterError
+    from pgproof.service import Service
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        service = Service(cfg, args.listen)
+    except ExporterError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    service.start()
+    host, port = service.http.address
+    _err(f"serving {service.http.scheme}://{host}:{port}/metrics (Ctrl-C or SIGTERM stops)")
+    stop.wait()
+    service.stop()
+    return EXIT_OK

@@ -78,12 +78,30 @@ class EmailConfig:
     username: str | None
     password_env: str | None
     password_file: str | None
+    ca_file: str | None = None  # trust this CA (a private SMTP server) besides the system's
+    verify: bool = True
+    timeout_seconds: float = 30.0
+    templates_dir: str | None = None  # your own subject.j2 / body.txt.j2 / body.html.j2
 
 
 @dataclass(frozen=True)
 class AlertsConfig:
     email: EmailConfig | None = None
     max_backup_age_seconds: float = 26 * 3600
+    max_restore_test_age_seconds: float = 3 * 86400
+    wal_stalled_after_seconds: float = 15 * 60
+    wal_backlog_files: int = 32
+    repeat_interval_seconds: float = 4 * 3600
+    evaluate_every_seconds: float = 60.0
+    state_file: str | None = None  # default: <lock_dir>/alerts-state.json
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    refresh_seconds: float = 15.0
+    full_listing_seconds: float = 300.0
+    max_staleness_seconds: float = 120.0
+    source_timeout_seconds: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,7 @@ class Config:
     alerts: AlertsConfig
     http: HttpConfig
     lock_dir: str
+    exporter: ExporterConfig = ExporterConfig()
 
     def target(self, name: str | None) -> Target:
         if name is None:
@@ -296,7 +315,18 @@ def _email(f: Fields) -> EmailConfig:
         username=f.text("username"),
         password_env=f.text("password_env"),
         password_file=f.text("password_file"),
+        ca_file=f.text("ca_file"),
+        verify=f.flag("verify", True),
+        timeout_seconds=f.duration("timeout", 30.0) or 30.0,
+        templates_dir=f.text("templates_dir"),
     )
+    if email.password_env and email.password_file:
+        f.fail("password_file", "give password_env or password_file, not both")
+    if (email.password_env or email.password_file) and not email.username:
+        f.fail("username", "is required with a password")
+    for key, value in (("ca_file", email.ca_file), ("templates_dir", email.templates_dir)):
+        if value and not os.path.isabs(value):
+            f.fail(key, "must be an absolute path")
     f.done()
     return email
 
@@ -315,8 +345,28 @@ def parse(raw: object, path: str = "<config>") -> Config:
     alerts = AlertsConfig(
         email=_email(Fields(email_raw, "alerts.email")) if email_raw is not None else None,
         max_backup_age_seconds=a.duration("max_backup_age", 26 * 3600) or 26 * 3600,
+        max_restore_test_age_seconds=a.duration("max_restore_test_age", 3 * 86400) or 3 * 86400,
+        wal_stalled_after_seconds=a.duration("wal_stalled_after", 900) or 900,
+        wal_backlog_files=a.req_integer("wal_backlog_files", 32, 1),
+        repeat_interval_seconds=a.duration("repeat_interval", 4 * 3600) or 4 * 3600,
+        evaluate_every_seconds=a.duration("evaluate_every", 60) or 60,
+        state_file=a.text("state_file"),
     )
+    if alerts.state_file and not os.path.isabs(alerts.state_file):
+        a.fail("state_file", "must be an absolute path")
     a.done()
+    e = top.sub("exporter")
+    refresh = e.duration("refresh", 15) or 15
+    exporter = ExporterConfig(
+        refresh_seconds=refresh,
+        full_listing_seconds=e.duration("full_listing", 300) or 300,
+        max_staleness_seconds=e.duration("max_staleness", max(120, 4 * refresh))
+        or max(120, 4 * refresh),
+        source_timeout_seconds=e.duration("source_timeout", 3) or 3,
+    )
+    if exporter.max_staleness_seconds < 2 * exporter.refresh_seconds:
+        e.fail("max_staleness", "must be at least twice exporter.refresh")
+    e.done()
     targets: list[Target] = []
     raw_targets = top.items("targets")
     if not raw_targets:
@@ -349,7 +399,9 @@ def parse(raw: object, path: str = "<config>") -> Config:
     http = HttpConfig(listen, hf.text("web_config_file"))
     hf.done()
     top.done()
-    return Config(path, tuple(targets), tuple(repos.values()), verifier, alerts, http, lock_dir)
+    return Config(
+        path, tuple(targets), tuple(repos.values()), verifier, alerts, http, lock_dir, exporter
+    )
 
 
 def default_path() -> str:

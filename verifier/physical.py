@@ -88,7 +88,7 @@ def run_physical(
         if wal is not None:
             record.bytes_restored += wal.bytes
     verify_result = _verifybackup(sandbox, wal is None)
-    target = _target(request, manifest, sandbox, wal)
+    target, newest_commit = _target(request, manifest, sandbox, wal)
     record.pitr = {
         "requested": request.pitr or "latest",
         "mode": target.mode,
@@ -133,9 +133,15 @@ def run_physical(
         reached_time=reached.last_transaction.isoformat() if reached.last_transaction else None,
         stop_reason=reached.stop_reason,
     )
-    if reached.last_transaction is not None:
-        started = catalog.parse_utc(record.started_at)
-        record.rpo_seconds = round((started - reached.last_transaction).total_seconds(), 3)
+    # RPO: what a failure at the test's start would have lost, i.e. the age of the newest
+    # state the archive can give back (not of the point this test chose to stop at): the
+    # newest archived commit, or the backup's end when nothing committed after it.
+    recoverable = max(
+        t for t in (reached.last_transaction, newest_commit, manifest.finished) if t is not None
+    )
+    record.pitr["newest_recoverable"] = recoverable.isoformat()
+    started = catalog.parse_utc(record.started_at)
+    record.rpo_seconds = round(max(0.0, (started - recoverable).total_seconds()), 3)
     dbs = _databases(sandbox)
     hb = request.target.heartbeat
     with timer.measure("checks"):
@@ -216,11 +222,13 @@ def _verifybackup(sandbox: Sandbox, wal_included: bool) -> CheckResult:
 
 def _target(
     request: VerifyRequest, manifest: catalog.Manifest, sandbox: Sandbox, wal: Prefetched | None
-) -> pitr.Target:
+) -> tuple[pitr.Target, dt.datetime | None]:
+    """The recovery target, and the newest commit in the archive, which measures the RPO
+    whatever point is tested (the server's log names no commit when replay just ends)."""
     newest = None
-    if (request.pitr or "latest") == "random" and wal and wal.segments:
+    if wal and wal.segments:
         newest = _newest_commit(sandbox, wal)
-    return pitr.choose(request.pitr or "latest", manifest.finished, newest)
+    return pitr.choose(request.pitr or "latest", manifest.finished, newest), newest
 
 
 def _newest_commit(sandbox: Sandbox, wal: Prefetched) -> dt.datetime | None:

@@ -25,6 +25,16 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class Child:
+    """One entry of a folder listing: a name, whether it is a folder, and (when the backend
+    gives it for free) its modification time."""
+
+    name: str
+    is_dir: bool
+    mtime: float | None = None
+
+
+@dataclass(frozen=True)
 class StoredObject:
     key: str
     size: int
@@ -51,6 +61,7 @@ class Repository(ABC):
 
     name: str
     kind: str
+    listing_is_cheap = False  # True when listing a folder costs no more than a system call
 
     @abstractmethod
     def describe(self) -> str:
@@ -81,6 +92,31 @@ class Repository(ABC):
     @abstractmethod
     def listing(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every complete object whose key starts with ``prefix`` (no metadata)."""
+
+    def children(self, prefix: str, start_after: str | None = None) -> Iterator[Child]:
+        """The entries directly under the folder ``prefix`` (ending in ``/``), sorted by
+        name, only those after ``start_after`` when given. Backends override this with
+        a listing that does not descend into sub-folders."""
+        seen: dict[str, Child] = {}
+        for info in self.listing(prefix):
+            name, sep, _ = info.key[len(prefix) :].partition("/")
+            if start_after is not None and name <= start_after:
+                continue
+            if sep:
+                seen.setdefault(name, Child(name, True))
+            else:
+                seen[name] = Child(name, False, info.mtime)
+        yield from (seen[n] for n in sorted(seen))
+
+    def probe(self) -> None:
+        """Raise StorageError unless the repository answers (its root or bucket exists)."""
+        for _ in self.children(""):
+            break
+
+    def change_token(self, prefix: str) -> str | None:
+        """A cheap value that changes whenever an entry is added to or removed from the
+        folder ``prefix``; None when the backend has no such thing (S3)."""
+        return None
 
     @abstractmethod
     def delete(self, keys: Iterable[str]) -> None:

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from backups.errors import ObjectNotFound, StorageError
-from backups.storage.base import CHUNK_SIZE, HashingCounter, ObjectInfo, Repository, StoredObject
+from backups.storage.base import (
+    CHUNK_SIZE,
+    Child,
+    HashingCounter,
+    ObjectInfo,
+    Repository,
+    StoredObject,
+)
 
 _T = TypeVar("_T")
 TEMP_PREFIX = ".tmp."
@@ -35,6 +42,7 @@ def fsync_dir(path: Path) -> None:
 
 class FilesystemRepository(Repository):
     kind = "filesystem"
+    listing_is_cheap = True
 
     def __init__(self, name: str, root: str | Path, *, file_mode: int = 0o640):
         self.name = name
@@ -198,6 +206,51 @@ class FilesystemRepository(Repository):
                     except FileNotFoundError:
                         continue
                     yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def children(self, prefix: str, start_after: str | None = None) -> Iterator[Child]:
+        directory = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        try:
+            with os.scandir(directory) as it:
+                entries = [
+                    Child(e.name, e.is_dir(follow_symlinks=False))
+                    for e in it
+                    if not e.name.startswith(TEMP_PREFIX) and not e.name.endswith(META_SUFFIX)
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StorageError(
+                self.name, f"cannot list {directory}: {exc.strerror or exc}"
+            ) from exc
+        entries.sort(key=lambda c: c.name)
+        yield from (c for c in entries if start_after is None or c.name > start_after)
+
+    def probe(self) -> None:
+        try:
+            if not self.root.is_dir():
+                raise StorageError(self.name, f"{self.root} is not a directory (not mounted?)")
+            os.listdir(self.root)
+        except OSError as exc:
+            raise StorageError(
+                self.name, f"cannot read {self.root}: {exc.strerror or exc}"
+            ) from exc
+
+    def change_token(self, prefix: str) -> str | None:
+        """The folder's mtime (ns): renames into and unlinks from it change it. A folder
+        changed within the last two seconds gets no token, since a coarse clock may give the
+        next change the same mtime."""
+        directory = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        try:
+            st = directory.stat()
+        except FileNotFoundError:
+            return "absent"
+        except OSError as exc:
+            raise StorageError(
+                self.name, f"cannot stat {directory}: {exc.strerror or exc}"
+            ) from exc
+        if time.time() - st.st_mtime < 2.0:
+            return None
+        return f"{st.st_ino}:{st.st_mtime_ns}"
 
     def delete(self, keys: Iterable[str]) -> None:
         parents: set[Path] = set()

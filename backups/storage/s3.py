@@ -23,7 +23,14 @@ import botocore.config
 import botocore.exceptions
 
 from backups.errors import IntegrityError, ObjectNotFound, StorageError
-from backups.storage.base import CHUNK_SIZE, HashingCounter, ObjectInfo, Repository, StoredObject
+from backups.storage.base import (
+    CHUNK_SIZE,
+    Child,
+    HashingCounter,
+    ObjectInfo,
+    Repository,
+    StoredObject,
+)
 from backups.storage.s3options import MIN_PART_SIZE, S3Options
 
 if TYPE_CHECKING:
@@ -279,6 +286,33 @@ class S3Repository(Repository):
                     )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail(f"cannot list {prefix}", exc) from exc
+
+    def probe(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.options.bucket)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail(f"bucket {self.options.bucket}", exc) from exc
+
+    def children(self, prefix: str, start_after: str | None = None) -> Iterator[Child]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        full = self._key(prefix.rstrip("/")) + "/"
+        args: dict[str, Any] = {"Bucket": self.options.bucket, "Prefix": full, "Delimiter": "/"}
+        if start_after is not None:
+            args["StartAfter"] = full + start_after
+        found: list[Child] = []
+        try:
+            for page in paginator.paginate(**args):
+                for common in page.get("CommonPrefixes", []):
+                    name = common["Prefix"][len(full) :].rstrip("/")
+                    if start_after is None or name > start_after:
+                        found.append(Child(name, True))
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(full) :]
+                    found.append(Child(name, False, item["LastModified"].timestamp()))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail(f"cannot list {prefix}", exc) from exc
+        found.sort(key=lambda c: c.name)
+        yield from found
 
     def delete(self, keys: Iterable[str]) -> None:
         batch: list[str] = []

@@ -106,6 +106,10 @@ class FaultProxy:
                     return True
         return False
 
+    def clear(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()

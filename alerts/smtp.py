@@ -1,0 +1,106 @@
+"""Sending one email with aiosmtplib: STARTTLS or implicit TLS, optional AUTH.
+
+The password comes from an environment variable or a file, read when sending (never stored in
+the config, never logged). Every failure (refused, timeout, TLS, auth) is a DeliveryError
+naming the server and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+import aiosmtplib
+
+from alerts.errors import DeliveryError
+from alerts.render import Rendered
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    sender: str
+    to: tuple[str, ...]
+    starttls: bool = True
+    tls: bool = False
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    ca_file: str | None = None
+    verify: bool = True
+    timeout_seconds: float = 30.0
+
+    def password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise DeliveryError(f"environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                with open(self.password_file) as handle:
+                    return handle.read().rstrip("\r\n")
+            except OSError as exc:
+                raise DeliveryError(
+                    f"cannot read password_file {self.password_file}: {exc.strerror or exc}"
+                ) from None
+        return None
+
+    def tls_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        if self.ca_file:
+            ctx.load_verify_locations(self.ca_file)
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+def build_message(settings: SmtpSettings, rendered: Rendered) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = settings.sender
+    msg["To"] = ", ".join(settings.to)
+    msg["Subject"] = rendered.subject
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = make_msgid(domain=settings.sender.rpartition("@")[2] or None)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(rendered.text)
+    if rendered.html is not None:
+        msg.add_alternative(rendered.html, subtype="html")
+    return msg
+
+
+def send(settings: SmtpSettings, message: EmailMessage) -> None:
+    """Deliver or raise DeliveryError; bounded by ``timeout_seconds``."""
+    password = settings.password()
+    try:
+        asyncio.run(_send(settings, message, password))
+    except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+        text = str(exc).strip() or type(exc).__name__
+        if password:
+            text = text.replace(password, "********")
+        raise DeliveryError(
+            f"SMTP {settings.host}:{settings.port}: {type(exc).__name__}: {text}"
+        ) from None
+
+
+async def _send(settings: SmtpSettings, message: EmailMessage, password: str | None) -> None:
+    await asyncio.wait_for(
+        aiosmtplib.send(
+            message,
+            hostname=settings.host,
+            port=settings.port,
+            username=settings.username if password is not None else None,
+            password=password,
+            use_tls=settings.tls,
+            start_tls=settings.starttls if not settings.tls else False,
+            tls_context=settings.tls_context() if (settings.tls or settings.starttls) else None,
+            timeout=settings.timeout_seconds,
+        ),
+        timeout=settings.timeout_seconds * 2,
+    )

@@ -1,0 +1,325 @@
+"""An incremental index of one repository, for scrape-time metrics over large catalogs.
+
+Manifests and result records never change once written (a manifest is the commit mark, a
+record is hash-chained), so each is read once and kept until its key disappears. Folder
+listings are incremental: on a filesystem a folder whose mtime has not changed is not listed
+again; on S3 only the keys after the newest known ones are listed (ids and WAL names sort by
+time), with a full listing every ``full_listing_seconds`` to see deletions, and whenever a
+WAL gap appears (so a segment stored out of order by parallel pushes is never reported
+missing). The WAL continuity is counted with binary searches over sorted segment numbers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from backups import catalog, compression, walnames
+from backups.errors import BackupError, CatalogError, ObjectNotFound
+from backups.jobstatus import JobStatus
+from backups.layout import backups_prefix, job_status_key, results_prefix, wal_prefix
+from backups.storage.base import Child, Repository
+from exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
+
+KINDS = ("logical", "physical")
+RELIST_OVERLAP = 512  # names re-listed before the newest known (parallel pushes land unordered)
+
+
+@dataclass
+class _Folder:
+    """The names directly under one folder, kept up to date with as little listing as can be."""
+
+    prefix: str
+    names: set[str] = field(default_factory=set)
+    ordered: list[str] = field(default_factory=list)
+    token: str | None = None
+    listed_at: float | None = None  # monotonic time of the last full listing
+
+    def update(
+        self, repo: Repository, now: float, full_every: float, force_full: bool = False
+    ) -> tuple[list[Child], set[str]]:
+        """(added entries, removed names) since the last update."""
+        token = repo.change_token(self.prefix)
+        if token is not None and token == self.token and self.listed_at is not None:
+            return [], set()
+        incremental = (
+            token is None
+            and not force_full
+            and self.listed_at is not None
+            and now - self.listed_at < full_every
+            and not repo.listing_is_cheap
+        )
+        if incremental:
+            after = self.ordered[-RELIST_OVERLAP] if len(self.ordered) >= RELIST_OVERLAP else None
+            added = [c for c in repo.children(self.prefix, after) if c.name not in self.names]
+            removed: set[str] = set()
+        else:
+            listed = list(repo.children(self.prefix))
+            current = {c.name for c in listed}
+            added = [c for c in listed if c.name not in self.names]
+            removed = self.names - current
+            self.listed_at = now
+        self.token = token
+        if added or removed:
+            self.names.difference_update(removed)
+            self.names.update(c.name for c in added)
+            self.ordered = sorted(self.names)
+        return added, removed
+
+
+@dataclass
+class _Wal:
+    folder: _Folder
+    segment_size: int = walnames.DEFAULT_SEGMENT_SIZE
+    segment_names: set[str] = field(default_factory=set)  # bare names (no .zst)
+    by_timeline: dict[int, list[int]] = field(default_factory=dict)
+    histories: dict[int, list[walnames.HistoryEntry]] = field(default_factory=dict)
+    newest_mtime: tuple[str, float | None] | None = None
+    counted: tuple[object, walnames.ContinuityCount] | None = None
+    version: int = 0
+
+    def rebuild(self, segment_size: int) -> None:
+        self.segment_size = segment_size
+        self.by_timeline = {}
+        for name in self.segment_names:
+            tli, segno = walnames.parse_segment_name(name, segment_size)
+            self.by_timeline.setdefault(tli, []).append(segno)
+        for values in self.by_timeline.values():
+            values.sort()
+        self.version += 1
+
+
+@dataclass
+class _TargetState:
+    target: str
+    backups_folder: _Folder
+    results_folder: _Folder
+    wal: _Wal
+    manifests: dict[str, catalog.Manifest] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)
+    corrupt: dict[str, str] = field(default_factory=dict)
+    records: dict[str, RecordSummary] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)
+    jobs: dict[str, tuple[tuple[int, float], JobStatus]] = field(default_factory=dict)
+
+
+def _strip_zst(name: str) -> str:
+    return name[: -len(compression.ZSTD_SUFFIX)] if name.endswith(compression.ZSTD_SUFFIX) else name
+
+
+class RepoIndex:
+    """Everything the metrics need from one repository, for the given targets."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        targets: Sequence[str],
+        full_listing_seconds: float = 300.0,
+    ):
+        self.repo = repo
+        self.full_every = full_listing_seconds
+        self._states = {
+            t: _TargetState(
+                t,
+                _Folder(backups_prefix(t)),
+                _Folder(results_prefix(t)),
+                _Wal(_Folder(wal_prefix(t))),
+            )
+            for t in targets
+        }
+
+    # -- refreshing ------------------------------------------------------------------------
+    def refresh(self) -> RepoSnapshot:
+        """A snapshot of the repository now; ``up`` False (and nothing else) when it fails."""
+        began = time.monotonic()
+        try:
+            self.repo.probe()
+            views = {
+                name: self._refresh_target(state, began) for name, state in self._states.items()
+            }
+        except BackupError as exc:
+            return RepoSnapshot(
+                self.repo.name, False, time.time(), time.monotonic() - began, str(exc)
+            )
+        except OSError as exc:  # a backend failing below the storage layer's own errors
+            return RepoSnapshot(
+                self.repo.name, False, time.time(), time.monotonic() - began, f"{exc}"
+            )
+        return RepoSnapshot(self.repo.name, True, time.time(), time.monotonic() - began, "", views)
+
+    def _refresh_target(self, st: _TargetState, now: float) -> TargetView:
+        self._refresh_backups(st, now)
+        self._refresh_results(st, now)
+        self._refresh_jobs(st)
+        wal_error = ""
+        try:
+            wal = self._refresh_wal(st, now)
+        except (ValueError, UnicodeDecodeError, CatalogError) as exc:
+            wal, wal_error = None, f"cannot read the WAL archive: {exc}"
+        backups = tuple(
+            BackupInfo(m.id, m.kind, m.started.timestamp(), m.finished.timestamp(), m.size)
+            for _, m in sorted(st.manifests.items())
+        )
+        records = tuple(sorted(st.records.values(), key=lambda r: (r.finished, r.id)))
+        return TargetView(
+            st.target,
+            backups,
+            len(st.pending),
+            tuple(sorted(st.corrupt)),
+            records,
+            tuple(sorted(st.invalid)),
+            {kind: status for kind, (_, status) in st.jobs.items()},
+            wal,
+            wal_error,
+        )
+
+    def _refresh_backups(self, st: _TargetState, now: float) -> None:
+        added, removed = st.backups_folder.update(self.repo, now, self.full_every)
+        for backup_id in removed:
+            st.manifests.pop(backup_id, None)
+            st.pending.discard(backup_id)
+            st.corrupt.pop(backup_id, None)
+        st.pending.update(c.name for c in added if c.is_dir)
+        for backup_id in sorted(st.pending | set(st.corrupt)):
+            key = catalog.backup_prefix(st.target, backup_id) + catalog.MANIFEST_NAME
+            if self.repo.head(key) is None:
+                continue
+            try:
+                manifest = catalog.read_manifest(self.repo, st.target, backup_id)
+            except ObjectNotFound:
+                continue  # removed between head and read (retention)
+            except CatalogError as exc:
+                st.pending.discard(backup_id)
+                st.corrupt[backup_id] = str(exc)
+                continue
+            st.pending.discard(backup_id)
+            st.corrupt.pop(backup_id, None)
+            st.manifests[backup_id] = manifest
+
+    def _refresh_results(self, st: _TargetState, now: float) -> None:
+        added, removed = st.results_folder.update(self.repo, now, self.full_every)
+        for name in removed:
+            st.records.pop(name, None)
+            st.invalid.pop(name, None)
+        for child in added:
+            if child.is_dir or not child.name.endswith(".json"):
+                continue
+            key = st.results_folder.prefix + child.name
+            try:
+                st.records[child.name] = RecordSummary.parse(json.loads(self.repo.read_bytes(key)))
+            except ObjectNotFound:
+                st.results_folder.names.discard(child.name)
+            except (ValueError, KeyError, TypeError) as exc:
+                st.invalid[child.name] = f"{key}: {exc}"
+
+    def _refresh_jobs(self, st: _TargetState) -> None:
+        for kind in KINDS:
+            key = job_status_key(st.target, kind)
+            info = self.repo.head(key)
+            if info is None:
+                st.jobs.pop(kind, None)
+                continue
+            stamp = (info.size, info.mtime)
+            if kind in st.jobs and st.jobs[kind][0] == stamp:
+                continue
+            try:
+                st.jobs[kind] = (stamp, JobStatus.from_json(self.repo.read_bytes(key)))
+            except ObjectNotFound:
+                st.jobs.pop(kind, None)
+            except (ValueError, KeyError, TypeError):
+                st.jobs.pop(kind, None)
+
+    def _segment_size(self, st: _TargetState) -> int:
+        for m in st.manifests.values():
+            if m.kind == "physical":
+                return m.wal_segment_size
+        return walnames.DEFAULT_SEGMENT_SIZE
+
+    def _refresh_wal(self, st: _TargetState, now: float) -> WalView:
+        w = st.wal
+        self._apply_wal(st, *w.folder.update(self.repo, now, self.full_every))
+        count = self._count(st)
+        if count.missing and not self.repo.listing_is_cheap and w.folder.listed_at != now:
+            # confirm a gap with a full listing before reporting it
+            self._apply_wal(st, *w.folder.update(self.repo, now, self.full_every, force_full=True))
+            count = self._count(st)
+        newest_name: str | None = None
+        timelines = [t for t, v in w.by_timeline.items() if v]
+        if timelines:
+            latest = max(timelines)
+            newest_name = walnames.segment_name(latest, w.by_timeline[latest][-1], w.segment_size)
+        mtime: float | None = None
+        if newest_name is not None:
+            if w.newest_mtime is not None and w.newest_mtime[0] == newest_name:
+                mtime = w.newest_mtime[1]
+            else:
+                info = self.repo.head(w.folder.prefix + newest_name + compression.ZSTD_SUFFIX)
+                info = info or self.repo.head(w.folder.prefix + newest_name)
+                mtime = info.mtime if info else None
+                w.newest_mtime = (newest_name, mtime)
+        return WalView(
+            segments=len(w.segment_names),
+            newest=newest_name,
+            newest_mtime=mtime,
+            first=count.first,
+            missing=count.missing + len(count.missing_history),
+            first_missing=count.missing_history + count.first_missing,
+            problems=count.problems,
+        )
+
+    def _apply_wal(self, st: _TargetState, added: Iterable[Child], removed: set[str]) -> None:
+        w = st.wal
+        size = self._segment_size(st)
+        changed = False
+        gone = {_strip_zst(n) for n in removed}
+        for name in gone:
+            if name in w.segment_names:
+                w.segment_names.discard(name)
+                changed = True
+            elif name.endswith(".history"):
+                w.histories.pop(walnames.timeline_of(name), None)
+                w.version += 1
+        if changed or size != w.segment_size:
+            w.rebuild(size)
+            changed = False
+        for child in added:
+            name = _strip_zst(child.name)
+            try:
+                kind = walnames.classify(name)
+            except ValueError:
+                continue
+            if kind is walnames.WalKind.SEGMENT:
+                if name not in w.segment_names:
+                    w.segment_names.add(name)
+                    tli, segno = walnames.parse_segment_name(name, w.segment_size)
+                    values = w.by_timeline.setdefault(tli, [])
+                    if not values or segno > values[-1]:
+                        values.append(segno)
+                    else:
+                        bisect.insort(values, segno)
+                    changed = True
+            elif kind is walnames.WalKind.HISTORY:
+                text = self.repo.read_bytes(w.folder.prefix + child.name)
+                if child.name.endswith(compression.ZSTD_SUFFIX):
+                    text = compression.zstd_decompress_bytes(text)
+                w.histories[walnames.timeline_of(name)] = walnames.parse_history(text.decode())
+                w.version += 1
+        if changed:
+            w.version += 1
+
+    def _count(self, st: _TargetState) -> walnames.ContinuityCount:
+        w = st.wal
+        physical = [m for m in st.manifests.values() if m.kind == "physical" and m.start_wal]
+        start = None
+        if physical:
+            oldest = min(physical, key=lambda m: (m.started_at, m.id))
+            start = walnames.parse_segment_name(oldest.start_wal or "", w.segment_size)
+        key = (w.version, start, w.segment_size)
+        if w.counted is not None and w.counted[0] == key:
+            return w.counted[1]
+        count = walnames.count_continuity(w.by_timeline, w.histories, start, w.segment_size)
+        w.counted = (key, count)
+        return count
