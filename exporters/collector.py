@@ -211,6 +211,20 @@ class PgproofCollector(Collector):
                 invalid.add_metric([st.target, repo], n)
         yield from (rt_success, rt_status, rt_duration, rt_rpo, rt_checks, rt_total, invalid)
 
+        limit_docs = {
+            "backup_max_age_seconds": "Configured maximum age of the newest backup.",
+            "restore_test_max_age_seconds": "Configured maximum age of the newest passed test.",
+            "wal_stalled_after_seconds": "Configured time without archival, with a backlog, "
+            "after which archiving counts as stalled.",
+            "wal_backlog_max_files": "Configured .ready backlog that counts as falling behind.",
+        }
+        for limit, doc in limit_docs.items():
+            family = _gauge(limit, doc, ["target"])
+            for t in ex.targets:
+                if limit in t.limits:
+                    family.add_metric([t.name], t.limits[limit])
+            yield family
+
         errors = CounterMetricFamily(
             P + "scrape_errors",
             "Errors met reading repositories, sources and result records.",

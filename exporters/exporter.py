@@ -18,8 +18,8 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from backups.errors import BackupError
 from backups.settings import SourceSettings
@@ -38,6 +38,10 @@ class ExportedTarget:
     repositories: tuple[str, ...]
     source: SourceSettings | None  # None: no archiver metrics (source_up absent)
     kinds: tuple[str, ...] = KINDS  # the kinds expected (scheduled); others appear once seen
+    # alert thresholds, exported so that the Prometheus rules follow the config:
+    # backup_max_age_seconds, restore_test_max_age_seconds, wal_stalled_after_seconds,
+    # wal_backlog_max_files
+    limits: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,12 @@ def exported_targets(cfg: Config) -> list[ExportedTarget]:
                 tuple(r.name for r in t.settings.repositories),
                 t.settings.source,
                 kinds or ("logical", "physical"),
+                {
+                    "backup_max_age_seconds": t.settings.max_backup_age_seconds,
+                    "restore_test_max_age_seconds": cfg.alerts.max_restore_test_age_seconds,
+                    "wal_stalled_after_seconds": cfg.alerts.wal_stalled_after_seconds,
+                    "wal_backlog_max_files": cfg.alerts.wal_backlog_files,
+                },
             )
         )
     return out
