@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ def test_dashboard_matches_the_grafana_schema() -> None:
 
 
 def test_a_broken_dashboard_is_refused() -> None:
-    for mutate, expected in (
+    cases: list[tuple[Callable[[dict[str, Any]], object], str]] = [
         (lambda d: d["panels"][1]["options"].update(colorMode="rainbow"), "rainbow"),
         (lambda d: d["panels"][1]["options"].pop("reduceOptions"), "reduceOptions"),
         (lambda d: d.update(graphTooltp=1), "graphTooltp"),
         (lambda d: d["panels"][4].update(gridPos={"h": "8", "w": 12, "x": 0, "y": 0}), "string"),
-    ):
+    ]
+    for mutate, expected in cases:
         broken = copy.deepcopy(_load())
         mutate(broken)
         result = check(broken)
