@@ -11,6 +11,7 @@ import asyncio
 import os
 import ssl
 from dataclasses import dataclass
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -18,6 +19,9 @@ import aiosmtplib
 
 from alerts.errors import DeliveryError
 from alerts.render import Rendered
+
+# subjects are kept under 250 characters: no folding needed (RFC 5322 allows 998)
+_POLICY = policy.SMTP.clone(max_line_length=998)
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class SmtpSettings:
 
 
 def build_message(settings: SmtpSettings, rendered: Rendered) -> EmailMessage:
-    msg = EmailMessage()
+    msg = EmailMessage(policy=_POLICY)
     msg["From"] = settings.sender
     msg["To"] = ", ".join(settings.to)
     msg["Subject"] = rendered.subject
@@ -92,7 +96,9 @@ def send(settings: SmtpSettings, message: EmailMessage) -> None:
 async def _send(settings: SmtpSettings, message: EmailMessage, password: str | None) -> None:
     await asyncio.wait_for(
         aiosmtplib.send(
-            message,
+            message.as_bytes(policy=_POLICY),  # our policy: no folding of the subject
+            sender=settings.sender,
+            recipients=list(settings.to),
             hostname=settings.host,
             port=settings.port,
             username=settings.username if password is not None else None,

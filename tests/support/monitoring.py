@@ -17,12 +17,13 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
+from email import policy as email_policy
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.support.ports import free_port, wait_port
 
@@ -59,6 +60,7 @@ def self_signed(directory: Path, name: str = "127.0.0.1") -> tuple[Path, Path]:
 class Mailbox:
     messages: list[Message] = field(default_factory=list)
     tls_seen: list[bool] = field(default_factory=list)
+    authenticated: list[bool] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     refuse: bool = False  # answer every RCPT with 451 (a refusing server)
 
@@ -75,8 +77,9 @@ class Mailbox:
     ) -> str:
         content = envelope.original_content or b""
         with self.lock:
-            self.messages.append(message_from_bytes(content))
+            self.messages.append(message_from_bytes(content, policy=email_policy.default))
             self.tls_seen.append(session.ssl is not None)
+            self.authenticated.append(bool(session.authenticated))
         return "250 Message accepted"
 
     def subjects(self) -> list[str]:
@@ -92,21 +95,51 @@ class SmtpServer:
 
 
 @contextlib.contextmanager
-def smtp_server(require_starttls: bool = True) -> Iterator[SmtpServer]:
+def smtp_server(
+    require_starttls: bool = True,
+    implicit_tls: bool = False,
+    users: dict[str, str] | None = None,
+) -> Iterator[SmtpServer]:
+    """STARTTLS required (default), or TLS from the first byte (``implicit_tls``); with
+    ``users``, AUTH is required and checked."""
     work = Path(tempfile.mkdtemp(prefix="pgproof-smtp-"))
     cert, key = self_signed(work)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert, key)
     mailbox = Mailbox()
     port = free_port()
-    controller = Controller(
-        mailbox,
-        hostname="127.0.0.1",
-        port=port,
-        tls_context=ctx,
-        require_starttls=require_starttls,
-        auth_require_tls=True,
-    )
+    extra: dict[str, Any] = {}
+    if users is not None:
+
+        def authenticate(
+            server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+        ) -> AuthResult:
+            ok = isinstance(data, LoginPassword) and users.get(data.login.decode()) == (
+                data.password.decode()
+            )
+            return AuthResult(success=ok, handled=False)
+
+        extra.update(authenticator=authenticate, auth_required=True)
+    if implicit_tls:
+        # aiosmtpd only counts STARTTLS as TLS for AUTH; this connection is TLS throughout
+        controller = Controller(
+            mailbox,
+            hostname="127.0.0.1",
+            port=port,
+            ssl_context=ctx,
+            auth_require_tls=False,
+            **extra,
+        )
+    else:
+        controller = Controller(
+            mailbox,
+            hostname="127.0.0.1",
+            port=port,
+            tls_context=ctx,
+            require_starttls=require_starttls,
+            auth_require_tls=True,
+            **extra,
+        )
     controller.start()
     try:
         yield SmtpServer(port, cert, mailbox)
