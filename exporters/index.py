@@ -12,6 +12,7 @@ missing). The WAL continuity is counted with binary searches over sorted segment
 from __future__ import annotations
 
 import bisect
+import heapq
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -21,7 +22,7 @@ from backups import catalog, compression, walnames
 from backups.errors import BackupError, CatalogError, ObjectNotFound
 from backups.jobstatus import JobStatus
 from backups.layout import backups_prefix, job_status_key, results_prefix, wal_prefix
-from backups.storage.base import Child, Repository
+from backups.storage.base import Repository
 from exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
 
 KINDS = ("logical", "physical")
@@ -33,6 +34,9 @@ class _Folder:
     """The names directly under one folder, kept up to date with as little listing as can be."""
 
     prefix: str
+    # sub-folders count only while they hold an object (S3-compatible servers with real
+    # directories, SeaweedFS among them, keep listing a prefix whose objects are all gone)
+    deep: bool = False
     names: set[str] = field(default_factory=set)
     ordered: list[str] = field(default_factory=list)
     token: str | None = None
@@ -40,8 +44,8 @@ class _Folder:
 
     def update(
         self, repo: Repository, now: float, full_every: float, force_full: bool = False
-    ) -> tuple[list[Child], set[str]]:
-        """(added entries, removed names) since the last update."""
+    ) -> tuple[list[str], set[str]]:
+        """(added names, removed names) since the last update; folders end with ``/``."""
         token = repo.change_token(self.prefix)
         if token is not None and token == self.token and self.listed_at is not None:
             return [], set()
@@ -53,21 +57,30 @@ class _Folder:
             and not repo.listing_is_cheap
         )
         if incremental:
-            after = self.ordered[-RELIST_OVERLAP] if len(self.ordered) >= RELIST_OVERLAP else None
-            added = [c for c in repo.children(self.prefix, after) if c.name not in self.names]
+            after = None
+            if len(self.names) >= RELIST_OVERLAP:
+                after = heapq.nlargest(RELIST_OVERLAP, self.names)[-1].rstrip("/")
+            added = sorted(n for n in repo.child_names(self.prefix, after) if n not in self.names)
             removed: set[str] = set()
         else:
-            listed = list(repo.children(self.prefix))
-            current = {c.name for c in listed}
-            added = [c for c in listed if c.name not in self.names]
+            current = set(self._full(repo))
+            added = sorted(current - self.names)
             removed = self.names - current
             self.listed_at = now
         self.token = token
         if added or removed:
             self.names.difference_update(removed)
-            self.names.update(c.name for c in added)
-            self.ordered = sorted(self.names)
+            self.names.update(added)
         return added, removed
+
+    def _full(self, repo: Repository) -> list[str]:
+        if not self.deep or repo.listing_is_cheap:
+            return repo.child_names(self.prefix)
+        names: set[str] = set()
+        for info in repo.listing(self.prefix):
+            name, sep, _ = info.key[len(self.prefix) :].partition("/")
+            names.add(name + sep)
+        return list(names)
 
 
 @dataclass
@@ -104,6 +117,9 @@ class _TargetState:
     records: dict[str, RecordSummary] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
     jobs: dict[str, tuple[tuple[int, float], JobStatus]] = field(default_factory=dict)
+    infos: dict[str, BackupInfo] = field(default_factory=dict)
+    changes: int = 0  # bumped whenever manifests or records change
+    backups_view: tuple[object, tuple[BackupInfo, ...], tuple[RecordSummary, ...]] | None = None
 
 
 def _strip_zst(name: str) -> str:
@@ -124,7 +140,7 @@ class RepoIndex:
         self._states = {
             t: _TargetState(
                 t,
-                _Folder(backups_prefix(t)),
+                _Folder(backups_prefix(t), deep=True),
                 _Folder(results_prefix(t)),
                 _Wal(_Folder(wal_prefix(t))),
             )
@@ -159,11 +175,14 @@ class RepoIndex:
             wal = self._refresh_wal(st, now)
         except (ValueError, UnicodeDecodeError, CatalogError) as exc:
             wal, wal_error = None, f"cannot read the WAL archive: {exc}"
-        backups = tuple(
-            BackupInfo(m.id, m.kind, m.started.timestamp(), m.finished.timestamp(), m.size)
-            for _, m in sorted(st.manifests.items())
-        )
-        records = tuple(sorted(st.records.values(), key=lambda r: (r.finished, r.id)))
+        key = (len(st.manifests), st.changes)
+        if st.backups_view is None or st.backups_view[0] != key:
+            st.backups_view = (
+                key,
+                tuple(st.infos[i] for i in sorted(st.manifests)),
+                tuple(sorted(st.records.values(), key=lambda r: (r.finished, r.id))),
+            )
+        _, backups, records = st.backups_view
         return TargetView(
             st.target,
             backups,
@@ -178,11 +197,15 @@ class RepoIndex:
 
     def _refresh_backups(self, st: _TargetState, now: float) -> None:
         added, removed = st.backups_folder.update(self.repo, now, self.full_every)
-        for backup_id in removed:
+        if added or removed:
+            st.changes += 1
+        for name in removed:
+            backup_id = name.rstrip("/")
             st.manifests.pop(backup_id, None)
+            st.infos.pop(backup_id, None)
             st.pending.discard(backup_id)
             st.corrupt.pop(backup_id, None)
-        st.pending.update(c.name for c in added if c.is_dir)
+        st.pending.update(n.rstrip("/") for n in added if n.endswith("/"))
         for backup_id in sorted(st.pending | set(st.corrupt)):
             key = catalog.backup_prefix(st.target, backup_id) + catalog.MANIFEST_NAME
             if self.repo.head(key) is None:
@@ -198,22 +221,32 @@ class RepoIndex:
             st.pending.discard(backup_id)
             st.corrupt.pop(backup_id, None)
             st.manifests[backup_id] = manifest
+            st.infos[backup_id] = BackupInfo(
+                manifest.id,
+                manifest.kind,
+                manifest.started.timestamp(),
+                manifest.finished.timestamp(),
+                manifest.size,
+            )
+            st.changes += 1
 
     def _refresh_results(self, st: _TargetState, now: float) -> None:
         added, removed = st.results_folder.update(self.repo, now, self.full_every)
+        if added or removed:
+            st.changes += 1
         for name in removed:
             st.records.pop(name, None)
             st.invalid.pop(name, None)
-        for child in added:
-            if child.is_dir or not child.name.endswith(".json"):
+        for name in added:
+            if not name.endswith(".json"):
                 continue
-            key = st.results_folder.prefix + child.name
+            key = st.results_folder.prefix + name
             try:
-                st.records[child.name] = RecordSummary.parse(json.loads(self.repo.read_bytes(key)))
+                st.records[name] = RecordSummary.parse(json.loads(self.repo.read_bytes(key)))
             except ObjectNotFound:
-                st.results_folder.names.discard(child.name)
+                st.results_folder.names.discard(name)
             except (ValueError, KeyError, TypeError) as exc:
-                st.invalid[child.name] = f"{key}: {exc}"
+                st.invalid[name] = f"{key}: {exc}"
 
     def _refresh_jobs(self, st: _TargetState) -> None:
         for kind in KINDS:
@@ -270,7 +303,7 @@ class RepoIndex:
             problems=count.problems,
         )
 
-    def _apply_wal(self, st: _TargetState, added: Iterable[Child], removed: set[str]) -> None:
+    def _apply_wal(self, st: _TargetState, added: Iterable[str], removed: set[str]) -> None:
         w = st.wal
         size = self._segment_size(st)
         changed = False
@@ -285,8 +318,8 @@ class RepoIndex:
         if changed or size != w.segment_size:
             w.rebuild(size)
             changed = False
-        for child in added:
-            name = _strip_zst(child.name)
+        for stored in added:
+            name = _strip_zst(stored)
             try:
                 kind = walnames.classify(name)
             except ValueError:
@@ -302,8 +335,8 @@ class RepoIndex:
                         bisect.insort(values, segno)
                     changed = True
             elif kind is walnames.WalKind.HISTORY:
-                text = self.repo.read_bytes(w.folder.prefix + child.name)
-                if child.name.endswith(compression.ZSTD_SUFFIX):
+                text = self.repo.read_bytes(w.folder.prefix + stored)
+                if stored.endswith(compression.ZSTD_SUFFIX):
                     text = compression.zstd_decompress_bytes(text)
                 w.histories[walnames.timeline_of(name)] = walnames.parse_history(text.decode())
                 w.version += 1

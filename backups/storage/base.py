@@ -108,6 +108,11 @@ class Repository(ABC):
                 seen[name] = Child(name, False, info.mtime)
         yield from (seen[n] for n in sorted(seen))
 
+    def child_names(self, prefix: str, start_after: str | None = None) -> list[str]:
+        """Names under the folder ``prefix``, sub-folders with a trailing ``/``, in no
+        particular order (what ``children`` says, as cheaply as the backend can)."""
+        return [c.name + "/" if c.is_dir else c.name for c in self.children(prefix, start_after)]
+
     def probe(self) -> None:
         """Raise StorageError unless the repository answers (its root or bucket exists)."""
         for _ in self.children(""):

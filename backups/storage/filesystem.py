@@ -235,6 +235,25 @@ class FilesystemRepository(Repository):
                 self.name, f"cannot read {self.root}: {exc.strerror or exc}"
             ) from exc
 
+    def child_names(self, prefix: str, start_after: str | None = None) -> list[str]:
+        directory = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        try:
+            with os.scandir(directory) as it:
+                names = [
+                    e.name + "/" if e.is_dir(follow_symlinks=False) else e.name
+                    for e in it
+                    if not e.name.endswith(META_SUFFIX) and not e.name.startswith(TEMP_PREFIX)
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise StorageError(
+                self.name, f"cannot list {directory}: {exc.strerror or exc}"
+            ) from exc
+        if start_after is not None:
+            names = [n for n in names if n.rstrip("/") > start_after]
+        return names
+
     def change_token(self, prefix: str) -> str | None:
         """The folder's mtime (ns): renames into and unlinks from it change it. A folder
         changed within the last two seconds gets no token, since a coarse clock may give the
