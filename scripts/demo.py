@@ -4,7 +4,8 @@ Starts a source PostgreSQL 15 with pgbench data, archiving with ``pgproof wal-pu
 filesystem repository and a local S3 server (SeaweedFS), with the heartbeat running; takes a
 logical and a physical backup, writes some more, runs ``pgproof check``, then the restore
 tests: ``pgproof verify`` (physical to a random point in time, with the heartbeat proof, and
-logical). Waits until Ctrl-C (``--once``: stops right away), then stops everything it started.
+logical), then starts ``pgproof serve`` and shows its metrics. Waits until Ctrl-C
+(``--once``: stops right away), then stops everything it started.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,6 +36,36 @@ def run(config: Path, *args: str) -> int:
     ).returncode
 
 
+def show_metrics(url: str) -> int:
+    """Wait for ``pgproof serve`` and print the headline metrics; 1 if they never come."""
+    print(f"\n$ curl {url}   (pgproof serve)", flush=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                text = answer.read().decode()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                print("pgproof serve did not answer")
+                return 1
+            time.sleep(0.5)
+    wanted = (
+        "pgproof_backup_age_seconds{",
+        "pgproof_backup_last_status{",
+        "pgproof_restore_test_last_status{",
+        "pgproof_restore_test_duration_seconds{",
+        "pgproof_restore_test_rpo_seconds{",
+        "pgproof_wal_archive_missing_segments{",
+        "pgproof_source_wal_ready_files{",
+        "pgproof_repository_up{",
+    )
+    for line in text.splitlines():
+        if line.startswith(wanted) and 'phase="fetch"' not in line:
+            print(f"  {line}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="stop everything when done")
@@ -42,6 +74,7 @@ def main() -> int:
     base = private_dir("pgproof-demo-")
     s3 = start_seaweed()
     cluster = None
+    serve: subprocess.Popen[bytes] | None = None
     try:
         repo = base / "repo"
         repo.mkdir()
@@ -96,12 +129,22 @@ def main() -> int:
         status |= run(config, "verify", "--kind", "physical", "--pitr", "random")
         status |= run(config, "verify", "--kind", "logical")
         run(config, "list")
+        port = free_port()
+        serve = subprocess.Popen(
+            [PGPROOF, "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
+            env=dict(os.environ, **s3_env()),
+            stdout=subprocess.DEVNULL,
+            stderr=(base / "serve.log").open("wb"),
+        )
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        status |= show_metrics(metrics_url)
         print(
             f"\nEverything is under {base}:\n"
             f"  config       {config}\n"
             f"  repository   {repo}\n"
             f"  S3           {s3.endpoint} bucket pgproof-demo\n"
             f"  source       psql '{cluster.conninfo()}'\n"
+            f"  metrics      {metrics_url} (pgproof serve; log {base / 'serve.log'})\n"
             f"Try: {PGPROOF} --config {config} check --json"
         )
         if not args.once and sys.stdin.isatty():
@@ -112,6 +155,9 @@ def main() -> int:
             stop.wait()
         return 1 if status else 0
     finally:
+        if serve is not None:
+            serve.terminate()
+            serve.wait(30)
         if cluster is not None:
             cluster.destroy()
         s3.stop()
