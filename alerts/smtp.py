@@ -8,7 +8,6 @@ naming the server and the reason.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from dataclasses import dataclass
 from email import policy
@@ -19,6 +18,7 @@ import aiosmtplib
 
 from alerts.errors import DeliveryError
 from alerts.render import Rendered
+from backups.settings import read_secret
 
 # subjects are kept under 250 characters: no folding needed (RFC 5322 allows 998)
 _POLICY = policy.SMTP.clone(max_line_length=998)
@@ -40,20 +40,10 @@ class SmtpSettings:
     timeout_seconds: float = 30.0
 
     def password(self) -> str | None:
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise DeliveryError(f"environment variable {self.password_env} is not set")
-            return value
-        if self.password_file:
-            try:
-                with open(self.password_file) as handle:
-                    return handle.read().rstrip("\r\n")
-            except OSError as exc:
-                raise DeliveryError(
-                    f"cannot read password_file {self.password_file}: {exc.strerror or exc}"
-                ) from None
-        return None
+        try:
+            return read_secret(self.password_env, self.password_file)
+        except LookupError as exc:
+            raise DeliveryError(str(exc.args[0])) from None
 
     def tls_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context()
@@ -94,19 +84,32 @@ def send(settings: SmtpSettings, message: EmailMessage) -> None:
 
 
 async def _send(settings: SmtpSettings, message: EmailMessage, password: str | None) -> None:
-    await asyncio.wait_for(
-        aiosmtplib.send(
-            message.as_bytes(policy=_POLICY),  # our policy: no folding of the subject
-            sender=settings.sender,
-            recipients=list(settings.to),
-            hostname=settings.host,
-            port=settings.port,
-            username=settings.username if password is not None else None,
-            password=password,
-            use_tls=settings.tls,
-            start_tls=settings.starttls if not settings.tls else False,
-            tls_context=settings.tls_context() if (settings.tls or settings.starttls) else None,
-            timeout=settings.timeout_seconds,
-        ),
-        timeout=settings.timeout_seconds * 2,
+    client = aiosmtplib.SMTP(
+        hostname=settings.host,
+        port=settings.port,
+        use_tls=settings.tls,
+        start_tls=settings.starttls if not settings.tls else False,
+        tls_context=settings.tls_context() if (settings.tls or settings.starttls) else None,
+        timeout=settings.timeout_seconds,
     )
+    sock = None
+    try:
+        await asyncio.wait_for(client.connect(), timeout=settings.timeout_seconds * 2)
+        sock = client.get_transport_info("socket")
+        if password is not None and settings.username:
+            await client.login(settings.username, password)
+        await client.sendmail(
+            settings.sender,
+            list(settings.to),
+            message.as_bytes(policy=_POLICY),  # our policy: no folding of the subject
+        )
+        await client.quit()
+    finally:
+        # whatever failed, the connection is closed before the event loop goes away
+        if client.is_connected:
+            client.close()
+        # a TLS close finishes a few loop turns later: let it, rather than leak the socket
+        for _ in range(400):
+            if sock is None or sock.fileno() == -1:
+                break
+            await asyncio.sleep(0.005)

@@ -26,6 +26,24 @@ class S3RepoSettings:
 RepoSettings = FilesystemRepoSettings | S3RepoSettings
 
 
+def read_secret(env_name: str | None, file_path: str | None) -> str | None:
+    """A password from the environment variable ``env_name`` or the file ``file_path`` (its
+    first line), None when neither is set; LookupError with a one-line reason otherwise."""
+    if env_name:
+        value = os.environ.get(env_name)
+        if value is None:
+            raise LookupError(f"environment variable {env_name} is not set")
+        return value
+    if file_path:
+        try:
+            return Path(file_path).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise LookupError(
+                f"cannot read password_file {file_path}: {exc.strerror or exc}"
+            ) from None
+    return None
+
+
 @dataclass(frozen=True)
 class SourceSettings:
     """How to reach the source database. The password never lives here in clear."""
@@ -38,19 +56,10 @@ class SourceSettings:
     def password(self) -> str | None:
         from backups.errors import SourceError
 
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise SourceError(f"environment variable {self.password_env} is not set")
-            return value
-        if self.password_file:
-            try:
-                return Path(self.password_file).read_text().rstrip("\r\n")
-            except OSError as exc:
-                raise SourceError(
-                    f"cannot read password_file {self.password_file}: {exc.strerror or exc}"
-                ) from None
-        return None
+        try:
+            return read_secret(self.password_env, self.password_file)
+        except LookupError as exc:
+            raise SourceError(str(exc.args[0])) from None
 
 
 @dataclass(frozen=True)

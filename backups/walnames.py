@@ -176,6 +176,39 @@ class ContinuityReport:
         return not (self.missing or self.missing_history or self.problems)
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """What both continuity checks start from: the timeline path to the newest timeline,
+    where checking starts, and the problems already known."""
+
+    spans: list[TimelineSpan]
+    on_path: set[int]
+    start_tli: int
+    start_segno: int
+    missing_history: tuple[str, ...]
+    problems: list[str]
+
+
+def _frame(
+    latest: int,
+    histories: Mapping[int, list[HistoryEntry]],
+    start: tuple[int, int] | None,
+    earliest: tuple[int, int],
+    segment_size: int,
+) -> _Frame:
+    missing_history = (history_name(latest),) if latest > 1 and latest not in histories else ()
+    spans = timeline_spans(latest, list(histories.get(latest, [])), segment_size)
+    on_path = {s.timeline for s in spans}
+    problems: list[str] = []
+    start_tli, start_segno = start if start is not None else earliest
+    if start is not None and start_tli not in on_path and not missing_history:
+        problems.append(
+            f"timeline {start_tli} of the oldest backup is not an ancestor of "
+            f"the newest timeline {latest}"
+        )
+    return _Frame(spans, on_path, start_tli, start_segno, missing_history, problems)
+
+
 def check_continuity(
     segments: set[tuple[int, int]],
     histories: dict[int, list[HistoryEntry]],
@@ -195,23 +228,16 @@ def check_continuity(
         empty = ("no WAL segments archived",) if start is not None else ()
         return ContinuityReport(None, None, tuple(sorted(all_tlis)), (), (), empty)
     latest = max(t for t, _ in segments)
-    history = histories.get(latest, [])
-    missing_history = []
-    if latest > 1 and latest not in histories:
-        missing_history.append(history_name(latest))
-    spans = timeline_spans(latest, history, segment_size)
-    on_path = {s.timeline for s in spans}
     end_segno = max(n for t, n in segments if t == latest)
-    problems: list[str] = []
-    if start is None:
-        start_tli, start_segno = min(segments, key=lambda s: (s[1], s[0]))
-    else:
-        start_tli, start_segno = start
-        if start_tli not in on_path and not missing_history:
-            problems.append(
-                f"timeline {start_tli} of the oldest backup is not an ancestor of "
-                f"the newest timeline {latest}"
-            )
+    frame = _frame(
+        latest, histories, start, min(segments, key=lambda s: (s[1], s[0])), segment_size
+    )
+    spans, on_path, problems = frame.spans, frame.on_path, frame.problems
+    start_tli, start_segno, missing_history = (
+        frame.start_tli,
+        frame.start_segno,
+        frame.missing_history,
+    )
     missing: list[str] = []
     extra = 0
     for span in spans:
@@ -236,7 +262,7 @@ def check_continuity(
         last_name,
         tuple(sorted(all_tlis)),
         tuple(missing),
-        tuple(missing_history),
+        missing_history,
         tuple(problems),
     )
 
@@ -297,21 +323,15 @@ def count_continuity(
         empty = ("no WAL segments archived",) if start is not None else ()
         return ContinuityCount(None, None, 0, (), (), empty)
     latest = max(present)
-    history = list(histories.get(latest, []))
-    missing_history = (history_name(latest),) if latest > 1 and latest not in histories else ()
-    spans = timeline_spans(latest, history, segment_size)
-    on_path = {s.timeline for s in spans}
     end_segno = present[latest][-1]
-    problems: list[str] = []
-    if start is None:
-        start_tli, start_segno = min(((t, v[0]) for t, v in present.items()), key=lambda s: s[1])
-    else:
-        start_tli, start_segno = start
-        if start_tli not in on_path and not missing_history:
-            problems.append(
-                f"timeline {start_tli} of the oldest backup is not an ancestor of "
-                f"the newest timeline {latest}"
-            )
+    earliest = min(((t, v[0]) for t, v in present.items()), key=lambda s: (s[1], s[0]))
+    frame = _frame(latest, histories, start, earliest, segment_size)
+    spans, on_path, problems = frame.spans, frame.on_path, frame.problems
+    start_tli, start_segno, missing_history = (
+        frame.start_tli,
+        frame.start_segno,
+        frame.missing_history,
+    )
     missing = 0
     listed: list[str] = []
     for span in spans:

@@ -26,6 +26,7 @@ from backups.settings import SourceSettings
 from backups.storage.base import Repository
 from exporters.index import RepoIndex
 from exporters.model import RepoSnapshot
+from exporters.settings import ExporterSettings
 from exporters.source import SourceProbe
 from exporters.status import KINDS, ArchiverStatus, TargetStatus, summarize
 
@@ -44,25 +45,17 @@ class ExportedTarget:
     limits: Mapping[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ExporterSettings:
-    refresh_seconds: float = 15.0
-    full_listing_seconds: float = 300.0
-    max_staleness_seconds: float = 120.0
-    source_timeout_seconds: float = 3.0
-
-
 class Exporter:
     def __init__(
         self,
         targets: Sequence[ExportedTarget],
         repositories: Sequence[Repository],
-        settings: ExporterSettings = ExporterSettings(),
+        settings: ExporterSettings | None = None,
         version: str = "",
         clock: Callable[[], float] = time.time,
     ):
         self.targets = tuple(targets)
-        self.settings = settings
+        self.settings = settings = settings or ExporterSettings()
         self.version = version
         self.clock = clock
         by_name = {r.name: r for r in repositories}

@@ -28,6 +28,7 @@ from backups.settings import (
     WalSettings,
 )
 from backups.storage.s3options import MIN_PART_SIZE, S3Options
+from exporters.settings import ExporterSettings
 from pgproof.configfields import ConfigError, Fields
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -97,14 +98,6 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
-class ExporterConfig:
-    refresh_seconds: float = 15.0
-    full_listing_seconds: float = 300.0
-    max_staleness_seconds: float = 120.0
-    source_timeout_seconds: float = 3.0
-
-
-@dataclass(frozen=True)
 class HttpConfig:
     listen: str = "127.0.0.1:9847"
     web_config_file: str | None = None
@@ -119,7 +112,7 @@ class Config:
     alerts: AlertsConfig
     http: HttpConfig
     lock_dir: str
-    exporter: ExporterConfig = ExporterConfig()
+    exporter: ExporterSettings = ExporterSettings()
 
     def target(self, name: str | None) -> Target:
         if name is None:
@@ -357,7 +350,7 @@ def parse(raw: object, path: str = "<config>") -> Config:
     a.done()
     e = top.sub("exporter")
     refresh = e.duration("refresh", 15) or 15
-    exporter = ExporterConfig(
+    exporter = ExporterSettings(
         refresh_seconds=refresh,
         full_listing_seconds=e.duration("full_listing", 300) or 300,
         max_staleness_seconds=e.duration("max_staleness", max(120, 4 * refresh))

@@ -19,7 +19,7 @@ from alerts.smtp import SmtpSettings
 from backups.storage.base import Repository
 from backups.storage.factory import open_all
 from exporters.collector import registry
-from exporters.exporter import ExportedTarget, Exporter, ExporterSettings
+from exporters.exporter import ExportedTarget, Exporter
 from exporters.http import HttpEndpoint, Request, Response, metrics_handler
 from pgproof import __version__
 from pgproof.config import Config
@@ -49,18 +49,7 @@ def exported_targets(cfg: Config) -> list[ExportedTarget]:
 
 
 def build_exporter(cfg: Config, repos: list[Repository]) -> Exporter:
-    e = cfg.exporter
-    return Exporter(
-        exported_targets(cfg),
-        repos,
-        ExporterSettings(
-            e.refresh_seconds,
-            e.full_listing_seconds,
-            e.max_staleness_seconds,
-            e.source_timeout_seconds,
-        ),
-        __version__,
-    )
+    return Exporter(exported_targets(cfg), repos, cfg.exporter, __version__)
 
 
 def build_notifier(cfg: Config) -> Notifier | None:

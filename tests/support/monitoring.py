@@ -199,54 +199,59 @@ def _stop(server: Server) -> None:
 
 
 @contextlib.contextmanager
-def alertmanager(config: dict[str, Any]) -> Iterator[Server]:
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+def _server(
+    binaries: tuple[str, ...],
+    prefix: str,
+    config: dict[str, Any],
+    flags: list[str],
+    files: dict[str, Any] | None = None,
+) -> Iterator[Server]:
+    """Start one of the Prometheus family with ``config`` written to ``config.yml`` (and
+    ``files`` beside it) in a temp dir; ``flags`` may use {work} and {port}; stopped by PID
+    and removed afterwards."""
+    binary = next((found for b in binaries if (found := shutil.which(b))), None)
     if binary is None:
-        raise AssertionError("Alertmanager not installed (apt-get install prometheus-alertmanager)")
-    work = Path(tempfile.mkdtemp(prefix="pgproof-am-"))
-    (work / "alertmanager.yml").write_text(json.dumps(config))
+        raise AssertionError(f"{binaries[0]} not installed (scripts/setup installs it)")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    for name, content in (files or {}).items():
+        (work / name).write_text(json.dumps(content))
+    config = json.loads(json.dumps(config).replace("{work}", str(work)))
+    (work / "config.yml").write_text(json.dumps(config))
     port = free_port()
-    server = _run(
-        binary,
+    args = [f"--config.file={work / 'config.yml'}"] + [
+        f.format(work=work, port=port) for f in flags
+    ]
+    server = _run(binary, args, work, port, "/-/ready")
+    try:
+        yield server
+    finally:
+        _stop(server)
+
+
+def alertmanager(config: dict[str, Any]) -> contextlib.AbstractContextManager[Server]:
+    return _server(
+        ("prometheus-alertmanager", "alertmanager"),
+        "pgproof-am-",
+        config,
         [
-            f"--config.file={work / 'alertmanager.yml'}",
-            f"--storage.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.path={work}/data",
+            "--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address=",
         ],
-        work,
-        port,
-        "/-/ready",
     )
-    try:
-        yield server
-    finally:
-        _stop(server)
 
 
-@contextlib.contextmanager
-def prometheus(config: dict[str, Any], rules: dict[str, Any] | None = None) -> Iterator[Server]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        raise AssertionError("Prometheus not installed (apt-get install prometheus)")
-    work = Path(tempfile.mkdtemp(prefix="pgproof-prom-"))
+def prometheus(
+    config: dict[str, Any], rules: dict[str, Any] | None = None
+) -> contextlib.AbstractContextManager[Server]:
+    files = {}
     if rules is not None:
-        (work / "rules.yml").write_text(json.dumps(rules))
-        config = dict(config, rule_files=[str(work / "rules.yml")])
-    (work / "prometheus.yml").write_text(json.dumps(config))
-    port = free_port()
-    server = _run(
-        binary,
-        [
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        work,
-        port,
-        "/-/ready",
+        files["rules.yml"] = rules
+        config = dict(config, rule_files=["{work}/rules.yml"])
+    return _server(
+        ("prometheus",),
+        "pgproof-prom-",
+        config,
+        ["--storage.tsdb.path={work}/data", "--web.listen-address=127.0.0.1:{port}"],
+        files,
     )
-    try:
-        yield server
-    finally:
-        _stop(server)
