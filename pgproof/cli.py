@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = with_target(sub.add_parser("heartbeat", help="write the heartbeat row on the source"))
     p.add_argument("--once", action="store_true")
+    p = with_target(sub.add_parser("report", help="audit report of the restore tests"))
+    p.add_argument("--format", choices=("html", "json"), default="html")
+    p.add_argument("--out", help="write to this file (default: stdout)")
+    p.add_argument(
+        "--verify-chain",
+        action="store_true",
+        help="recompute the hash chain of result records; exit 1 names what was tampered with",
+    )
+    p.add_argument("--json", action="store_true", help="with --verify-chain: one JSON document")
     p = sub.add_parser("serve", help="metrics and health over HTTP, alert emails")
     p.add_argument("--listen", help="host:port (default: http.listen of the config)")
     return parser

@@ -481,3 +481,71 @@ def cmd_serve(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace
     stop.wait()
     service.stop()
     return EXIT_OK
+
+
+def _report_inputs(targets: tuple[Target, ...], repos: list[Repository]) -> list[Any]:
+    from verifier.report import TargetInput
+
+    by_name = {r.name: r for r in repos}
+    return [
+        TargetInput(
+            t.name,
+            [by_name[r.name] for r in t.settings.repositories],
+            t.settings.max_backup_age_seconds,
+        )
+        for t in targets
+    ]
+
+
+def cmd_report(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    from verifier import report
+
+    repos = open_all(cfg.repositories)
+    try:
+        if args.verify_chain:
+            return _verify_chain(targets, repos, args.json)
+        model = report.build(_report_inputs(targets, repos), __version__)
+    finally:
+        _close(repos)
+    text = report.to_json(model) if args.format == "json" else report.render_html(model)
+    if args.out:
+        tmp = f"{args.out}.tmp-{os.getpid()}"
+        with open(tmp, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, args.out)
+        _err(f"report written to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _verify_chain(targets: tuple[Target, ...], repos: list[Repository], as_json: bool) -> int:
+    from verifier import chain
+
+    by_name = {r.name: r for r in repos}
+    doc: dict[str, Any] = {"targets": {}, "intact": True}
+    for t in targets:
+        checked, problems, errors = chain.verify_target(
+            [by_name[r.name] for r in t.settings.repositories], t.name
+        )
+        intact = not problems and not errors
+        doc["intact"] = doc["intact"] and intact
+        doc["targets"][t.name] = {
+            "records": checked,
+            "intact": intact,
+            "problems": [
+                {"repository": p.repository, "record": p.record, "kind": p.kind, "detail": p.detail}
+                for p in problems
+            ],
+            "unreadable_repositories": errors,
+        }
+        if not as_json:
+            state = "intact" if intact else "BROKEN"
+            print(f"{t.name}: {checked} records, chain {state}")
+            for p in problems:
+                print(f"  {p}")
+            for name, error in errors.items():
+                print(f"  {name}: cannot be read: {error}")
+    if as_json:
+        _out_json(doc)
+    return EXIT_OK if doc["intact"] else EXIT_FAILED
