@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --verify-chain: one JSON document")
     p = sub.add_parser("serve", help="metrics and health over HTTP, alert emails")
     p.add_argument("--listen", help="host:port (default: http.listen of the config)")
+    p.add_argument("--log-format", choices=("text", "json"), help="default: serve.log_format")
     return parser
 
 

@@ -54,12 +54,19 @@ def _close(repos: list[Repository]) -> None:
 
 
 def cmd_backup(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    import signal
+
     from backups.jobs import clear_leftovers
     from backups.lock import target_lock
     from backups.logical import LogicalBackup
     from backups.physical import PhysicalBackup
 
     target = targets[0]
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds: tools stopped, uploads aborted, no manifest
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         repos = open_all(target.settings.repositories)
     except BackupError as exc:
@@ -454,15 +461,13 @@ def cmd_verify(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
 
 
 def cmd_serve(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
-    import logging
     import signal
 
     from exporters.errors import ExporterError
+    from pgproof import logs
     from pgproof.service import Service
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup(args.log_format or cfg.serve.log_format)
     try:
         service = Service(cfg, args.listen)
     except ExporterError as exc:

@@ -98,6 +98,13 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    max_parallel_jobs: int = 2  # across targets; a target's own jobs never overlap
+    shutdown_grace_seconds: float = 60.0  # SIGTERM to running jobs, then kill
+    log_format: str = "text"  # or json
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     listen: str = "127.0.0.1:9847"
     web_config_file: str | None = None
@@ -113,6 +120,7 @@ class Config:
     http: HttpConfig
     lock_dir: str
     exporter: ExporterSettings = ExporterSettings()
+    serve: ServeConfig = ServeConfig()
 
     def target(self, name: str | None) -> Target:
         if name is None:
@@ -391,9 +399,24 @@ def parse(raw: object, path: str = "<config>") -> Config:
         hf.fail("listen", f"must be host:port, not {listen!r}")
     http = HttpConfig(listen, hf.text("web_config_file"))
     hf.done()
+    sv = top.sub("serve")
+    serve = ServeConfig(
+        max_parallel_jobs=sv.req_integer("max_parallel_jobs", 2, 1, 64),
+        shutdown_grace_seconds=sv.duration("shutdown_grace", 60) or 60,
+        log_format=sv.choice("log_format", ("text", "json"), "text") or "text",
+    )
+    sv.done()
     top.done()
     return Config(
-        path, tuple(targets), tuple(repos.values()), verifier, alerts, http, lock_dir, exporter
+        path,
+        tuple(targets),
+        tuple(repos.values()),
+        verifier,
+        alerts,
+        http,
+        lock_dir,
+        exporter,
+        serve,
     )
 
 

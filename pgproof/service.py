@@ -1,7 +1,8 @@
-"""``pgproof serve``: the exporter, the HTTP endpoint and the alert loop, until SIGTERM.
+"""``pgproof serve``: the scheduled jobs, the exporter, the HTTP endpoint (metrics, health,
+reports) and the alert loop, until SIGTERM.
 
-The alert loop runs in its own thread: evaluating and mailing never delays a backup or a
-restore test, and a failing SMTP server only delays the mail.
+Each part has its own thread: a job (a child process) never delays a scrape, evaluating and
+mailing never delays a job, and a failing SMTP server only delays the mail.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from alerts.conditions import Thresholds, evaluate
 from alerts.notifier import Notifier, NotifierSettings
@@ -23,6 +26,16 @@ from exporters.exporter import ExportedTarget, Exporter
 from exporters.http import HttpEndpoint, Request, Response, metrics_handler
 from pgproof import __version__
 from pgproof.config import Config
+from pgproof.scheduling import (
+    ChildRunner,
+    Heartbeat,
+    JobResult,
+    TargetWorker,
+    build_schedule,
+    describe,
+)
+from verifier import report
+from verifier.sandbox import reap_leftovers
 
 log = logging.getLogger("pgproof.serve")
 
@@ -92,6 +105,12 @@ def thresholds(cfg: Config) -> Thresholds:
     )
 
 
+_RESULT_PATH = re.compile(
+    r"^/reports/([A-Za-z0-9][A-Za-z0-9_.-]{0,62})/([0-9]{8}T[0-9]{6}Z-[0-9a-f]{1,16})\.(html|json)$"
+)
+REPORT_CACHE_SECONDS = 30.0
+
+
 @dataclass
 class Service:
     cfg: Config
@@ -111,28 +130,142 @@ class Service:
                 "/": self._index,
             },
             self.cfg.http.web_config_file,
+            prefix_routes={"/reports/": self._reports},
         )
+        timeouts = {
+            "verify": self.cfg.verifier.timeout_seconds * 2 + 600,
+            "logical": 24 * 3600.0,
+            "physical": 24 * 3600.0,
+            "retention": 6 * 3600.0,
+            "check": 24 * 3600.0,
+        }
+        self.runner = ChildRunner(os.path.abspath(self.cfg.path), timeouts)
+        self.slots = threading.Semaphore(self.cfg.serve.max_parallel_jobs)
+        self.workers = {
+            t.name: TargetWorker(t.name, self.runner, self.slots, self._job_done)
+            for t in self.cfg.targets
+        }
+        self.heartbeats = [
+            Heartbeat(t.name, self.runner) for t in self.cfg.targets if t.settings.heartbeat.enabled
+        ]
+        self.scheduler = build_schedule({t.name: t.schedule for t in self.cfg.targets}, self.submit)
+        self.jobs_done: list[JobResult] = []
         self._alert_thread: threading.Thread | None = None
+        self._tick_thread: threading.Thread | None = None
         self.last_evaluation: float | None = None
+        self._report_cache: tuple[float, dict[str, Any]] | None = None
+        self._report_lock = threading.Lock()
 
+    # -- jobs --------------------------------------------------------------------------
+    def submit(self, target: str, job: str) -> None:
+        if self.stop_event.is_set():
+            return
+        if self.workers[target].submit(job):
+            log.info("job queued", extra={"target": target, "job": job})
+        else:
+            log.info("job already waiting, not queued again", extra={"target": target, "job": job})
+
+    def _job_done(self, result: JobResult) -> None:
+        fields = {
+            "target": result.target,
+            "job": result.job,
+            "exit_code": result.exit_code,
+            "seconds": round(result.seconds, 3),
+            "summary": result.summary,
+        }
+        if result.exit_code == 0:
+            log.info("job finished", extra=fields)
+        elif self.runner.stopping.is_set():
+            log.warning("job stopped by shutdown", extra=fields)
+        else:
+            log.warning("job failed", extra={**fields, "stderr": result.stderr_tail.strip()[-600:]})
+        self.jobs_done.append(result)
+        del self.jobs_done[:-1000]
+        self.exporter.poke()
+        with self._report_lock:
+            self._report_cache = None
+
+    def _tick(self) -> None:
+        while not self.stop_event.wait(1.0):
+            try:
+                self.scheduler.run_pending()
+                now = time.monotonic()
+                for beat in self.heartbeats:
+                    beat.tend(now)
+            except Exception:  # noqa: BLE001 - the clock must keep ticking
+                log.exception("scheduler tick failed")
+
+    # -- HTTP --------------------------------------------------------------------------
     def _index(self, request: Request) -> Response:
         body = (
             "<!doctype html><title>pgproof</title><h1>pgproof</h1>"
-            '<p><a href="/metrics">metrics</a> &middot; <a href="/healthz">healthz</a></p>'
+            '<p><a href="/reports/">restore-test report</a> &middot; '
+            '<a href="/metrics">metrics</a> &middot; <a href="/healthz">healthz</a></p>'
         )
         return Response(200, "text/html; charset=utf-8", body.encode())
 
     def _healthz(self, request: Request) -> Response:
         snaps = self.exporter.snapshots()
-        alive = self.exporter.alive()
+        alive = self.exporter.alive() and (
+            self._tick_thread is None or self._tick_thread.is_alive()
+        )
         doc = {
-            "status": "ok" if alive else "refresh thread stopped",
+            "status": "ok" if alive else "a service thread stopped",
             "version": __version__,
             "repositories": {n: {"up": s.up, "error": s.error} for n, s in sorted(snaps.items())},
             "last_alert_evaluation": self.last_evaluation,
+            "jobs": {
+                name: {"running": w.current, "waiting": sorted(w.waiting)}
+                for name, w in self.workers.items()
+            },
+            "schedule": list(describe(self.scheduler)),
         }
         return Response(200 if alive else 503, "application/json", json.dumps(doc).encode())
 
+    def report_model(self) -> dict[str, Any]:
+        with self._report_lock:
+            cached = self._report_cache
+            if cached is not None and time.monotonic() - cached[0] < REPORT_CACHE_SECONDS:
+                return cached[1]
+        by_name = {r.name: r for r in self.repos}
+        model = report.build(
+            [
+                report.TargetInput(
+                    t.name,
+                    [by_name[r.name] for r in t.settings.repositories],
+                    t.settings.max_backup_age_seconds,
+                )
+                for t in self.cfg.targets
+            ],
+            __version__,
+        )
+        with self._report_lock:
+            self._report_cache = (time.monotonic(), model)
+        return model
+
+    def _reports(self, request: Request) -> Response:
+        path = request.path
+        if path in ("/reports/", "/reports/index.html"):
+            html = report.render_html(self.report_model(), links=True)
+            return Response(200, "text/html; charset=utf-8", html.encode())
+        if path == "/reports/report.json":
+            return Response(200, "application/json", report.to_json(self.report_model()).encode())
+        match = _RESULT_PATH.match(path)
+        if match:
+            target, result_id, ext = match.groups()
+            for t in self.report_model()["targets"]:
+                if t["target"] != target:
+                    continue
+                for rec in t["results"]:
+                    if rec.get("id") == result_id:
+                        if ext == "json":
+                            body = json.dumps(rec, indent=2, sort_keys=True, default=str)
+                            return Response(200, "application/json", body.encode())
+                        html = report.render_result_html(target, rec)
+                        return Response(200, "text/html; charset=utf-8", html.encode())
+        return Response(404, "text/plain; charset=utf-8", b"Not Found\n")
+
+    # -- alerts ------------------------------------------------------------------------
     def evaluate_alerts(self) -> None:
         statuses = list(self.exporter.statuses())
         alerts = evaluate(statuses, time.time(), self.thresholds)
@@ -148,19 +281,46 @@ class Service:
             except Exception:  # noqa: BLE001 - the loop must outlive any one bad evaluation
                 log.exception("alert evaluation failed")
 
+    # -- life cycle --------------------------------------------------------------------
     def start(self) -> None:
+        removed = reap_leftovers(self.cfg.verifier.workdir)
+        if removed:
+            log.warning("removed sandboxes left by a killed run", extra={"sandboxes": removed})
         self.exporter.start()
         self.http.start()
+        for worker in self.workers.values():
+            worker.start()
         self._alert_thread = threading.Thread(
             target=self._alert_loop, name="pgproof-alerts", daemon=True
         )
         self._alert_thread.start()
+        self._tick_thread = threading.Thread(target=self._tick, name="pgproof-tick", daemon=True)
+        self._tick_thread.start()
+        for entry in describe(self.scheduler):
+            log.info("scheduled", extra=entry)
 
     def stop(self) -> None:
+        """Nothing new starts; running jobs get SIGTERM, then their process groups are
+        killed after the grace period; sandboxes left behind are removed."""
+        log.info("stopping", extra={"grace_seconds": self.cfg.serve.shutdown_grace_seconds})
         self.stop_event.set()
+        self.runner.terminate_all(self.cfg.serve.shutdown_grace_seconds)
+        for worker in self.workers.values():
+            worker.stop()
+        for worker in self.workers.values():
+            if worker.is_alive():
+                worker.join(timeout=30)
+        for beat in self.heartbeats:
+            beat.stop()
+        if self._tick_thread is not None:
+            self._tick_thread.join(timeout=10)
+        removed = reap_leftovers(self.cfg.verifier.workdir)
+        if removed:
+            log.warning("removed sandboxes of stopped jobs", extra={"sandboxes": removed})
         self.http.close()
         self.exporter.close()
         if self._alert_thread is not None:
             self._alert_thread.join(timeout=60)
         for repo in self.repos:
             repo.close()
+        log.info("stopped")

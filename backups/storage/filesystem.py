@@ -78,6 +78,12 @@ class FilesystemRepository(Repository):
     def _mkdirs(self, directory: Path) -> None:
         if directory.is_dir():
             return
+        if not self.root.is_dir():
+            # never re-create the root: a missing one is an unmounted or removed volume, and
+            # writing into an empty mount point would put backups on the wrong disk
+            raise StorageError(
+                self.name, f"repository root {self.root} does not exist (not mounted?)"
+            )
         missing = []
         probe = directory
         while not probe.exists():

@@ -38,6 +38,8 @@ def stream(n: int = 50) -> Iterator[bytes]:
 
 
 def test_one_failing_repository_leaves_the_other_complete(tmp_path: Path) -> None:
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
     good = FilesystemRepository("good", tmp_path / "good")
     bad = BreaksAfter("bad", tmp_path / "bad", 200_000)
     result = fan_out([bad, good], "t/x", stream())
@@ -50,6 +52,8 @@ def test_one_failing_repository_leaves_the_other_complete(tmp_path: Path) -> Non
 
 
 def test_producer_failure_aborts_every_write(tmp_path: Path) -> None:
+    for n in ("a", "b"):
+        (tmp_path / n).mkdir()
     repos = [FilesystemRepository(n, tmp_path / n) for n in ("a", "b")]
 
     def broken() -> Iterator[bytes]:

@@ -67,3 +67,12 @@ def test_unwritable_repository_is_a_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="local"):
         repo.put_bytes("t/x", b"1")
     assert os.path.isfile(target)
+
+
+def test_a_missing_root_is_refused_never_recreated(tmp_path: Path) -> None:
+    """An unmounted volume must not silently receive backups on the wrong disk."""
+    root = tmp_path / "mnt" / "backups"
+    repo = FilesystemRepository("local", root)
+    with pytest.raises(StorageError, match="does not exist"):
+        repo.put_bytes("main/wal/000000010000000000000001.zst", b"x")
+    assert not root.exists()

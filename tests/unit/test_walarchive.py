@@ -13,6 +13,8 @@ NAME = "000000010000000000000007"
 
 
 def pushed(tmp_path: Path) -> tuple[list[FilesystemRepository], bytes]:
+    for n in ("a", "b"):
+        (tmp_path / n).mkdir()
     repos = [FilesystemRepository(n, tmp_path / n) for n in ("a", "b")]
     data = os.urandom(4096) * 256
     src = tmp_path / NAME

@@ -25,6 +25,7 @@ NAMES = [f"0000000100000000000000{i:02X}" for i in range(1, 13)] + ["00000002.hi
 
 def test_worker_pushes_ahead_and_foreground_gets_each_verdict(tmp_path: Path) -> None:
     pg_wal = pg_wal_with(tmp_path, NAMES)
+    (tmp_path / "repo").mkdir()
     repo = FilesystemRepository("local", tmp_path / "repo")
     spool = walasync.Spool(str(tmp_path / "spool"))
     spool.prepare()
