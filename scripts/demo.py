@@ -4,7 +4,8 @@ Starts a source PostgreSQL 15 with pgbench data, archiving with ``pgproof wal-pu
 filesystem repository and a local S3 server (SeaweedFS), with the heartbeat running; takes a
 logical and a physical backup, writes some more, runs ``pgproof check``, then the restore
 tests: ``pgproof verify`` (physical to a random point in time, with the heartbeat proof, and
-logical), then starts ``pgproof serve`` and shows its metrics. Waits until Ctrl-C
+logical), writes the audit report and verifies its hash chain, then starts ``pgproof serve``
+(the schedule keeps running, metrics, /reports/) and shows its metrics. Waits until Ctrl-C
 (``--once``: stops right away), then stops everything it started.
 """
 
@@ -82,7 +83,24 @@ def main() -> int:
         s3.make_bucket("pgproof-demo")
         config = base / "pgproof.yaml"
         cluster = make_cluster(15, free_port(), env=s3_env())
-        write_config(config, cluster, repo, s3, "pgproof-demo", base / "locks")
+        write_config(
+            config,
+            cluster,
+            repo,
+            s3,
+            "pgproof-demo",
+            base / "locks",
+            # what `pgproof serve` keeps doing while the demo runs (UTC times)
+            extra_target={
+                "schedule": {
+                    "logical": "every 30 minutes",
+                    "physical": "every 2 hours",
+                    "verify": "every 1 hours",
+                    "retention": "every 6 hours",
+                },
+                "retention": {"full_backups": 4},
+            },
+        )
         cluster.initdb(
             settings={
                 "archive_mode": "on",
@@ -129,6 +147,9 @@ def main() -> int:
         status |= run(config, "verify", "--kind", "physical", "--pitr", "random")
         status |= run(config, "verify", "--kind", "logical")
         run(config, "list")
+        report = base / "report.html"
+        status |= run(config, "report", "--out", str(report))
+        status |= run(config, "report", "--verify-chain")
         port = free_port()
         serve = subprocess.Popen(
             [PGPROOF, "--config", str(config), "serve", "--listen", f"127.0.0.1:{port}"],
@@ -145,6 +166,7 @@ def main() -> int:
             f"  S3           {s3.endpoint} bucket pgproof-demo\n"
             f"  source       psql '{cluster.conninfo()}'\n"
             f"  metrics      {metrics_url} (pgproof serve; log {base / 'serve.log'})\n"
+            f"  report       {report} (and http://127.0.0.1:{port}/reports/)\n"
             f"Try: {PGPROOF} --config {config} check --json"
         )
         if not args.once and sys.stdin.isatty():
