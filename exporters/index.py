@@ -15,7 +15,7 @@ import bisect
 import heapq
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from backups import catalog, compression, walnames
@@ -44,11 +44,13 @@ class _Folder:
 
     def update(
         self, repo: Repository, now: float, full_every: float, force_full: bool = False
-    ) -> tuple[list[str], set[str]]:
-        """(added names, removed names) since the last update; folders end with ``/``."""
+    ) -> _Change:
+        """What changed since the last committed update (folders end with ``/``). Nothing
+        is remembered until the caller, having processed it, calls ``commit()``: a refresh
+        that fails half way sees the same change again next time."""
         token = repo.change_token(self.prefix)
         if token is not None and token == self.token and self.listed_at is not None:
-            return [], set()
+            return _Change(self, [], set(), token, None)
         incremental = (
             token is None
             and not force_full
@@ -61,17 +63,9 @@ class _Folder:
             if len(self.names) >= RELIST_OVERLAP:
                 after = heapq.nlargest(RELIST_OVERLAP, self.names)[-1].rstrip("/")
             added = sorted(n for n in repo.child_names(self.prefix, after) if n not in self.names)
-            removed: set[str] = set()
-        else:
-            current = set(self._full(repo))
-            added = sorted(current - self.names)
-            removed = self.names - current
-            self.listed_at = now
-        self.token = token
-        if added or removed:
-            self.names.difference_update(removed)
-            self.names.update(added)
-        return added, removed
+            return _Change(self, added, set(), token, None)
+        current = set(self._full(repo))
+        return _Change(self, sorted(current - self.names), self.names - current, token, now)
 
     def _full(self, repo: Repository) -> list[str]:
         if not self.deep or repo.listing_is_cheap:
@@ -81,6 +75,24 @@ class _Folder:
             name, sep, _ = info.key[len(self.prefix) :].partition("/")
             names.add(name + sep)
         return list(names)
+
+
+@dataclass
+class _Change:
+    folder: _Folder
+    added: list[str]
+    removed: set[str]
+    token: str | None
+    listed_at: float | None  # set when this was a full listing
+
+    def commit(self) -> None:
+        f = self.folder
+        if self.added or self.removed:
+            f.names.difference_update(self.removed)
+            f.names.update(self.added)
+        f.token = self.token
+        if self.listed_at is not None:
+            f.listed_at = self.listed_at
 
 
 @dataclass
@@ -156,13 +168,9 @@ class RepoIndex:
             views = {
                 name: self._refresh_target(state, began) for name, state in self._states.items()
             }
-        except BackupError as exc:
+        except (BackupError, OSError) as exc:  # OSError: a backend failing below StorageError
             return RepoSnapshot(
                 self.repo.name, False, time.time(), time.monotonic() - began, str(exc)
-            )
-        except OSError as exc:  # a backend failing below the storage layer's own errors
-            return RepoSnapshot(
-                self.repo.name, False, time.time(), time.monotonic() - began, f"{exc}"
             )
         return RepoSnapshot(self.repo.name, True, time.time(), time.monotonic() - began, "", views)
 
@@ -196,7 +204,8 @@ class RepoIndex:
         )
 
     def _refresh_backups(self, st: _TargetState, now: float) -> None:
-        added, removed = st.backups_folder.update(self.repo, now, self.full_every)
+        change = st.backups_folder.update(self.repo, now, self.full_every)
+        added, removed = change.added, change.removed
         if added or removed:
             st.changes += 1
         for name in removed:
@@ -205,7 +214,9 @@ class RepoIndex:
             st.infos.pop(backup_id, None)
             st.pending.discard(backup_id)
             st.corrupt.pop(backup_id, None)
-        st.pending.update(n.rstrip("/") for n in added if n.endswith("/"))
+        st.pending.update(
+            n.rstrip("/") for n in added if n.endswith("/") and n.rstrip("/") not in st.manifests
+        )
         for backup_id in sorted(st.pending | set(st.corrupt)):
             key = catalog.backup_prefix(st.target, backup_id) + catalog.MANIFEST_NAME
             if self.repo.head(key) is None:
@@ -229,24 +240,27 @@ class RepoIndex:
                 manifest.size,
             )
             st.changes += 1
+        change.commit()
 
     def _refresh_results(self, st: _TargetState, now: float) -> None:
-        added, removed = st.results_folder.update(self.repo, now, self.full_every)
+        change = st.results_folder.update(self.repo, now, self.full_every)
+        added, removed = change.added, change.removed
         if added or removed:
             st.changes += 1
         for name in removed:
             st.records.pop(name, None)
             st.invalid.pop(name, None)
         for name in added:
-            if not name.endswith(".json"):
+            if not name.endswith(".json") or name in st.records:
                 continue
             key = st.results_folder.prefix + name
             try:
                 st.records[name] = RecordSummary.parse(json.loads(self.repo.read_bytes(key)))
             except ObjectNotFound:
-                st.results_folder.names.discard(name)
+                continue  # deleted since the listing
             except (ValueError, KeyError, TypeError) as exc:
                 st.invalid[name] = f"{key}: {exc}"
+        change.commit()
 
     def _refresh_jobs(self, st: _TargetState) -> None:
         for kind in KINDS:
@@ -273,11 +287,11 @@ class RepoIndex:
 
     def _refresh_wal(self, st: _TargetState, now: float) -> WalView:
         w = st.wal
-        self._apply_wal(st, *w.folder.update(self.repo, now, self.full_every))
+        self._apply_wal(st, w.folder.update(self.repo, now, self.full_every))
         count = self._count(st)
         if count.missing and not self.repo.listing_is_cheap and w.folder.listed_at != now:
             # confirm a gap with a full listing before reporting it
-            self._apply_wal(st, *w.folder.update(self.repo, now, self.full_every, force_full=True))
+            self._apply_wal(st, w.folder.update(self.repo, now, self.full_every, force_full=True))
             count = self._count(st)
         newest_name: str | None = None
         timelines = [t for t, v in w.by_timeline.items() if v]
@@ -303,8 +317,9 @@ class RepoIndex:
             problems=count.problems,
         )
 
-    def _apply_wal(self, st: _TargetState, added: Iterable[str], removed: set[str]) -> None:
+    def _apply_wal(self, st: _TargetState, change: _Change) -> None:
         w = st.wal
+        added, removed = change.added, change.removed
         size = self._segment_size(st)
         changed = False
         gone = {_strip_zst(n) for n in removed}
@@ -342,6 +357,7 @@ class RepoIndex:
                 w.version += 1
         if changed:
             w.version += 1
+        change.commit()
 
     def _count(self, st: _TargetState) -> walnames.ContinuityCount:
         w = st.wal

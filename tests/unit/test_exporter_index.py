@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from backups import walnames
+from backups.errors import StorageError
 from backups.layout import backup_prefix, wal_prefix
 from backups.storage.filesystem import FilesystemRepository
 from exporters.index import RepoIndex
@@ -127,3 +128,25 @@ def test_a_missing_root_is_down_not_empty(repo: FilesystemRepository) -> None:
     finally:
         os.rename(moved, repo.root)
     assert index.refresh().up
+
+
+def test_a_refresh_failing_half_way_loses_nothing(repo: FilesystemRepository) -> None:
+    """Names listed but not processed (a record's read failed) are seen again next time."""
+    w = Writer(repo)
+    m = synthetic.manifest("main", 1, "logical")
+    w.manifest(m)
+    index = RepoIndex(repo, ["main"])
+    assert _view(index, repo).records == ()
+    w.record("main", synthetic.record("main", 1, m))
+    real_read = repo.read_bytes
+
+    def failing_read(key: str) -> bytes:
+        raise StorageError("local", "injected read failure")
+
+    repo.read_bytes = failing_read  # type: ignore[method-assign]
+    _AGED[0] += 10
+    os.utime(repo.root / "main" / "results", (_AGED[0], _AGED[0]))
+    assert not index.refresh().up
+    repo.read_bytes = real_read  # type: ignore[method-assign]
+    view = index.refresh().targets["main"]  # the folder's token is unchanged since the failure
+    assert len(view.records) == 1
