@@ -12,11 +12,13 @@ missing). The WAL continuity is counted with binary searches over sorted segment
 from __future__ import annotations
 
 import bisect
+import concurrent.futures
 import heapq
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from backups import catalog, compression, walnames
 from backups.errors import BackupError, CatalogError, ObjectNotFound
@@ -26,7 +28,9 @@ from backups.storage.base import Repository
 from exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
 
 KINDS = ("logical", "physical")
-RELIST_OVERLAP = 512  # names re-listed before the newest known (parallel pushes land unordered)
+RELIST_OVERLAP = 512
+READ_THREADS = 8
+_T = TypeVar("_T")  # names re-listed before the newest known (parallel pushes land unordered)
 
 
 @dataclass
@@ -217,18 +221,15 @@ class RepoIndex:
         st.pending.update(
             n.rstrip("/") for n in added if n.endswith("/") and n.rstrip("/") not in st.manifests
         )
-        for backup_id in sorted(st.pending | set(st.corrupt)):
-            key = catalog.backup_prefix(st.target, backup_id) + catalog.MANIFEST_NAME
-            if self.repo.head(key) is None:
-                continue
-            try:
-                manifest = catalog.read_manifest(self.repo, st.target, backup_id)
-            except ObjectNotFound:
-                continue  # removed between head and read (retention)
-            except CatalogError as exc:
+        todo = sorted(st.pending | set(st.corrupt))
+        for backup_id, outcome in zip(todo, self._map(self._read_manifest(st), todo), strict=True):
+            if outcome is None:
+                continue  # no manifest yet (a job running, or leftovers)
+            if isinstance(outcome, str):
                 st.pending.discard(backup_id)
-                st.corrupt[backup_id] = str(exc)
+                st.corrupt[backup_id] = outcome
                 continue
+            manifest = outcome
             st.pending.discard(backup_id)
             st.corrupt.pop(backup_id, None)
             st.manifests[backup_id] = manifest
@@ -242,6 +243,26 @@ class RepoIndex:
             st.changes += 1
         change.commit()
 
+    def _map(self, fn: Callable[[str], _T], items: Sequence[str]) -> list[_T]:
+        """``fn`` over ``items``, in parallel when there are many and each is a request
+        (the first index of a large S3 repository reads thousands of small objects)."""
+        if len(items) < 8 or self.repo.listing_is_cheap:
+            return [fn(i) for i in items]
+        with concurrent.futures.ThreadPoolExecutor(READ_THREADS) as pool:
+            return list(pool.map(fn, items))
+
+    def _read_manifest(self, st: _TargetState) -> Callable[[str], catalog.Manifest | str | None]:
+        def read(backup_id: str) -> catalog.Manifest | str | None:
+            """The manifest; None when there is none (yet); the error when unreadable."""
+            try:
+                return catalog.read_manifest(self.repo, st.target, backup_id)
+            except ObjectNotFound:
+                return None  # not written yet, or removed since the listing
+            except CatalogError as exc:
+                return str(exc)
+
+        return read
+
     def _refresh_results(self, st: _TargetState, now: float) -> None:
         change = st.results_folder.update(self.repo, now, self.full_every)
         added, removed = change.added, change.removed
@@ -250,16 +271,22 @@ class RepoIndex:
         for name in removed:
             st.records.pop(name, None)
             st.invalid.pop(name, None)
-        for name in added:
-            if not name.endswith(".json") or name in st.records:
-                continue
+        todo = [n for n in added if n.endswith(".json") and n not in st.records]
+
+        def read(name: str) -> RecordSummary | str | None:
             key = st.results_folder.prefix + name
             try:
-                st.records[name] = RecordSummary.parse(json.loads(self.repo.read_bytes(key)))
+                return RecordSummary.parse(json.loads(self.repo.read_bytes(key)))
             except ObjectNotFound:
-                continue  # deleted since the listing
+                return None  # deleted since the listing
             except (ValueError, KeyError, TypeError) as exc:
-                st.invalid[name] = f"{key}: {exc}"
+                return f"{key}: {exc}"
+
+        for name, outcome in zip(todo, self._map(read, todo), strict=True):
+            if isinstance(outcome, RecordSummary):
+                st.records[name] = outcome
+            elif isinstance(outcome, str):
+                st.invalid[name] = outcome
         change.commit()
 
     def _refresh_jobs(self, st: _TargetState) -> None:
