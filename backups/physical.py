@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from backups import catalog, compression, pgbin, walarchive, walnames
@@ -69,6 +69,12 @@ def parse_points(backup_label: bytes, backup_manifest: bytes) -> BackupPoints:
 def _scanned(chunks: Iterable[bytes], scanner: TarScanner) -> Iterator[bytes]:
     for chunk in chunks:
         scanner.feed(chunk)
+        yield chunk
+
+
+def _seen(chunks: Iterable[bytes], hook: Callable[[int], None]) -> Iterator[bytes]:
+    for chunk in chunks:
+        hook(len(chunk))
         yield chunk
 
 
@@ -148,7 +154,15 @@ class PhysicalBackup:
                     argv, env=env, timeout=self.settings.timeout_seconds, as_postgres=True
                 ) as cmd,
             ):
-                raw = _scanned(counted(read_pipe(cmd.stdout), self.progress), scanner)
+                # After the data, the server waits until the backup's WAL is archived before it
+                # sends backup_manifest: with archiving broken it would wait for ever.
+                seen = cmd.watch_stall(
+                    self.settings.wal_wait_seconds,
+                    f"sent nothing for {self.settings.wal_wait_seconds} s: the server is "
+                    "probably waiting for the backup's WAL to be archived (is archive_command "
+                    "failing? see the server log)",
+                )
+                raw = _scanned(_seen(counted(read_pipe(cmd.stdout), self.progress), seen), scanner)
                 threads = self.settings.compression_threads or -1
                 stream = (
                     compression.zstd_compress(raw, level or 3, threads) if method == "zstd" else raw

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -230,6 +230,8 @@ class StreamingCommand:
         self._argv = argv
         self._limit = limit
         self._timed_out = False
+        self._abort_reason: str | None = None
+        self._stop_watch = threading.Event()
         self._err: collections.deque[bytes] = collections.deque()
         self._err_len = 0
         self._lock = threading.Lock()
@@ -268,8 +270,33 @@ class StreamingCommand:
         self._timed_out = True
         Runner._kill(self._proc)
 
+    def abort(self, reason: str) -> None:
+        """Kill the command now; ``finish`` then raises CommandTimeout with ``reason``."""
+        self._abort_reason = reason
+        self._on_timeout()
+
+    def watch_stall(self, seconds: float, reason: str) -> Callable[[int], None]:
+        """A hook to call with each chunk's size: once data has started, ``seconds``
+        without any aborts the command (``reason`` says what it was probably waiting for)."""
+        last = [0.0]
+        stop = threading.Event()
+
+        def watchdog() -> None:
+            while not stop.wait(min(1.0, seconds / 4)):
+                if last[0] and time.monotonic() - last[0] > seconds:
+                    self.abort(reason)
+                    return
+
+        def seen(size: int) -> None:
+            last[0] = time.monotonic()
+
+        threading.Thread(target=watchdog, name="pgproof-stall-watch", daemon=True).start()
+        self._stop_watch = stop
+        return seen
+
     def close(self) -> None:
         self._timer.cancel()
+        self._stop_watch.set()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
         self._err_thread.join(timeout=5)
@@ -287,7 +314,8 @@ class StreamingCommand:
         tail = self.stderr_text()[-STDERR_TAIL_BYTES:]
         shown = [self._runner.redact(a) for a in self._argv]
         if self._timed_out:
-            raise CommandTimeout(shown, None, tail, f"timed out after {self._limit:g} s")
+            reason = self._abort_reason or f"timed out after {self._limit:g} s"
+            raise CommandTimeout(shown, None, tail, reason)
         if rc != 0:
             raise CommandError(shown, rc, tail)
         return rc

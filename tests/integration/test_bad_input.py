@@ -306,3 +306,26 @@ def test_only_repository_filling_up_fails_fast(fs_only15: Setup, tiny_disk: Path
         assert "every repository failed" in proc.stderr and "No space left" in proc.stderr
         assert time.monotonic() - started < 60
     assert [p for p in tiny_disk.rglob("*") if p.is_file() and "/backups/" in str(p)] == []
+
+
+def test_physical_backup_with_archiving_broken_fails_instead_of_waiting(fs_only15: Setup) -> None:
+    """The server holds backup_manifest until the backup's WAL is archived: with
+    archive_command failing, the job ends after physical.wal_wait_seconds with the reason."""
+    s = fs_only15
+
+    def short_wait(doc: dict[str, Any]) -> None:
+        doc["targets"][0]["physical"] = {"wal_wait_seconds": 5}
+
+    s.edit_config(short_wait)
+    s.cluster.set(archive_command="'/bin/false'")
+    s.cluster.sql("select pg_reload_conf()")
+    began = time.monotonic()
+    proc = s.pgproof("backup", "physical", timeout=300)
+    took = time.monotonic() - began
+    assert proc.returncode == 1
+    assert "waiting for the backup's WAL to be archived" in proc.stderr
+    assert took < 120, took
+    repo = FilesystemRepository("local", s.repo_dir)
+    assert [i for i in complete_ids(repo) if "physical" in i] == []
+    status = load_json((s.repo_dir / "main" / "jobs" / "physical.json").read_text())
+    assert status["status"] == "failed" and "archive" in status["error"]
