@@ -20,37 +20,32 @@ import datetime as dt
 import functools
 import os
 import shlex
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from backups import catalog, compression, walnames
 from backups.errors import CommandError
-from backups.progress import NullProgress, Progress
-from backups.runner import Runner
-from backups.storage.base import Repository
+from backups.progress import NullProgress
 from verifier import checks, pitr, sandboxconf
 from verifier.errors import RestoreFailed, SandboxError
 from verifier.extract import extract, in_thread
 from verifier.fetch import verified_chunks
-from verifier.records import CheckResult, ResultRecord
+from verifier.records import CheckResult
 from verifier.sandbox import Sandbox
 from verifier.walprefetch import Prefetched, prefetch
 
 if TYPE_CHECKING:
-    from verifier.run import Timer, VerifyRequest
+    from verifier.run import RestoreJob, VerifyRequest
 
 
-def run_physical(
-    request: VerifyRequest,
-    repos: Sequence[Repository],
-    repo: Repository,
-    manifest: catalog.Manifest,
-    sandbox: Sandbox,
-    runner: Runner,
-    timer: Timer,
-    record: ResultRecord,
-    progress: Progress,
-) -> None:
+def run_physical(job: RestoreJob) -> None:
+    request, repos, repo, manifest = job.request, job.repos, job.repo, job.manifest
+    sandbox, runner, timer, record, progress = (
+        job.sandbox,
+        job.runner,
+        job.timer,
+        job.record,
+        job.progress,
+    )
     owner = runner.postgres_identity()
     with timer.measure("fetch"), concurrent.futures.ThreadPoolExecutor(1) as background:
         # The WAL is prefetched while the base backup is extracted.

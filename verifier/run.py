@@ -52,6 +52,21 @@ class Timer:
         return _Phase(self, name)
 
 
+@dataclass(frozen=True)
+class RestoreJob:
+    """Everything one restore test works with (logical or physical)."""
+
+    request: VerifyRequest
+    repos: Sequence[Repository]  # every repository of the target (WAL may come from any)
+    repo: Repository  # the one the backup is read from
+    manifest: catalog.Manifest
+    sandbox: Sandbox
+    runner: Runner
+    timer: Timer
+    record: ResultRecord
+    progress: Progress
+
+
 class _Phase:
     def __init__(self, timer: Timer, name: str):
         self.timer, self.name = timer, name
@@ -129,14 +144,15 @@ def verify(
         sandbox = factory(bins, runner)
         record.sandbox = sandbox.kind
         with sandbox.session():
+            job = RestoreJob(
+                request, repos, repo, manifest, sandbox, runner, timer, record, progress
+            )
             if manifest.kind == "logical":
-                _logical(request, repo, manifest, sandbox, runner, timer, record, progress)
+                _logical(job)
             else:
                 from verifier.physical import run_physical
 
-                run_physical(
-                    request, repos, repo, manifest, sandbox, runner, timer, record, progress
-                )
+                run_physical(job)
         record.verdict = record.decide()
     except RestoreFailed as exc:
         record.verdict, record.cause = "failed", str(exc)
@@ -161,18 +177,11 @@ def verify(
     return record
 
 
-def _logical(
-    request: VerifyRequest,
-    repo: Repository,
-    manifest: catalog.Manifest,
-    sandbox: Sandbox,
-    runner: Runner,
-    timer: Timer,
-    record: ResultRecord,
-    progress: Progress,
-) -> None:
+def _logical(job: RestoreJob) -> None:
     from verifier import logical
 
+    request, repo, manifest, sandbox = job.request, job.repo, job.manifest, job.sandbox
+    runner, timer, record, progress = job.runner, job.timer, job.record, job.progress
     with timer.measure("fetch"):
         files, fetched = logical.fetch(repo, manifest, sandbox, runner, progress)
     record.bytes_restored = fetched
