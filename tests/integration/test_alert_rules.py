@@ -54,3 +54,20 @@ def test_every_rule_is_unit_tested_and_every_email_condition_has_a_rule() -> Non
         for rule in group["rules"]:
             assert rule["labels"]["severity"] in ("critical", "warning")
             assert rule["annotations"]["runbook_url"].startswith("https://")
+
+
+def test_every_runbook_link_points_at_a_readme_heading() -> None:
+    headings = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith("#")
+    }
+    rules = yaml.safe_load(RULES.read_text())
+    anchors = {
+        r["annotations"]["runbook_url"].rsplit("#", 1)[1]
+        for g in rules["groups"]
+        for r in g["rules"]
+    }
+    conditions = (ROOT / "alerts" / "conditions.py").read_text()
+    anchors |= set(re.findall(r'"(runbook-[a-z-]+)"', conditions))
+    assert anchors and anchors <= headings, anchors - headings
