@@ -14,7 +14,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from email.message import EmailMessage
 
 from alerts import smtp, state
@@ -145,7 +145,3 @@ class Notifier:
             state.save(self.settings.state_file, self.state)
         except AlertError as exc:
             log.error("%s", exc)
-
-
-def with_smtp(settings: NotifierSettings, **changes: object) -> NotifierSettings:
-    return replace(settings, smtp=replace(settings.smtp, **changes))  # type: ignore[arg-type]

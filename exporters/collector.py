@@ -24,8 +24,8 @@ class PgproofCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         ex = self.exporter
         now = ex.clock()
-        statuses = list(ex.statuses())
         snapshots = ex.snapshots()
+        statuses = list(ex.statuses(snapshots))
 
         info = _gauge("build_info", "pgproof's version (always 1).", ["version"])
         info.add_metric([ex.version], 1)

@@ -196,10 +196,13 @@ class Exporter:
             self.count_error()
             return None, str(exc)
 
-    def statuses(self, with_sources: bool = True) -> Iterator[TargetStatus]:
-        snapshots = self.snapshots()
+    def statuses(
+        self, snapshots: Mapping[str, RepoSnapshot] | None = None
+    ) -> Iterator[TargetStatus]:
+        """Each target's status now (from ``snapshots``, so that one scrape reads one set)."""
+        snapshots = self.snapshots() if snapshots is None else snapshots
         sources: dict[str, tuple[ArchiverStatus | None, str]] = {}
-        if with_sources and self._probes:
+        if self._probes:
             futures = {t: self._probe_pool.submit(self.read_source, t) for t in self._probes}
             sources = {t: f.result() for t, f in futures.items()}
         for t in self.targets:

@@ -26,8 +26,8 @@ from backups.jobstatus import JobStatus
 from backups.layout import backups_prefix, job_status_key, results_prefix, wal_prefix
 from backups.storage.base import Repository
 from exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
+from exporters.status import KINDS
 
-KINDS = ("logical", "physical")
 RELIST_OVERLAP = 512
 READ_THREADS = 8
 _T = TypeVar("_T")  # names re-listed before the newest known (parallel pushes land unordered)
@@ -127,14 +127,13 @@ class _TargetState:
     backups_folder: _Folder
     results_folder: _Folder
     wal: _Wal
-    manifests: dict[str, catalog.Manifest] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)
     corrupt: dict[str, str] = field(default_factory=dict)
     records: dict[str, RecordSummary] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
     jobs: dict[str, tuple[tuple[int, float], JobStatus]] = field(default_factory=dict)
-    infos: dict[str, BackupInfo] = field(default_factory=dict)
-    changes: int = 0  # bumped whenever manifests or records change
+    infos: dict[str, BackupInfo] = field(default_factory=dict)  # complete backups
+    changes: int = 0  # bumped whenever backups or records change
     backups_view: tuple[object, tuple[BackupInfo, ...], tuple[RecordSummary, ...]] | None = None
 
 
@@ -187,11 +186,11 @@ class RepoIndex:
             wal = self._refresh_wal(st, now)
         except (ValueError, UnicodeDecodeError, CatalogError) as exc:
             wal, wal_error = None, f"cannot read the WAL archive: {exc}"
-        key = (len(st.manifests), st.changes)
+        key = (len(st.infos), st.changes)
         if st.backups_view is None or st.backups_view[0] != key:
             st.backups_view = (
                 key,
-                tuple(st.infos[i] for i in sorted(st.manifests)),
+                tuple(st.infos[i] for i in sorted(st.infos)),
                 tuple(sorted(st.records.values(), key=lambda r: (r.finished, r.id))),
             )
         _, backups, records = st.backups_view
@@ -214,12 +213,11 @@ class RepoIndex:
             st.changes += 1
         for name in removed:
             backup_id = name.rstrip("/")
-            st.manifests.pop(backup_id, None)
             st.infos.pop(backup_id, None)
             st.pending.discard(backup_id)
             st.corrupt.pop(backup_id, None)
         st.pending.update(
-            n.rstrip("/") for n in added if n.endswith("/") and n.rstrip("/") not in st.manifests
+            n.rstrip("/") for n in added if n.endswith("/") and n.rstrip("/") not in st.infos
         )
         todo = sorted(st.pending | set(st.corrupt))
         for backup_id, outcome in zip(todo, self._map(self._read_manifest(st), todo), strict=True):
@@ -229,17 +227,9 @@ class RepoIndex:
                 st.pending.discard(backup_id)
                 st.corrupt[backup_id] = outcome
                 continue
-            manifest = outcome
             st.pending.discard(backup_id)
             st.corrupt.pop(backup_id, None)
-            st.manifests[backup_id] = manifest
-            st.infos[backup_id] = BackupInfo(
-                manifest.id,
-                manifest.kind,
-                manifest.started.timestamp(),
-                manifest.finished.timestamp(),
-                manifest.size,
-            )
+            st.infos[backup_id] = BackupInfo.of(outcome)
             st.changes += 1
         change.commit()
 
@@ -307,9 +297,9 @@ class RepoIndex:
                 st.jobs.pop(kind, None)
 
     def _segment_size(self, st: _TargetState) -> int:
-        for m in st.manifests.values():
-            if m.kind == "physical":
-                return m.wal_segment_size
+        for b in st.infos.values():
+            if b.kind == "physical":
+                return b.wal_segment_size
         return walnames.DEFAULT_SEGMENT_SIZE
 
     def _refresh_wal(self, st: _TargetState, now: float) -> WalView:
@@ -388,10 +378,10 @@ class RepoIndex:
 
     def _count(self, st: _TargetState) -> walnames.ContinuityCount:
         w = st.wal
-        physical = [m for m in st.manifests.values() if m.kind == "physical" and m.start_wal]
+        physical = [b for b in st.infos.values() if b.kind == "physical" and b.start_wal]
         start = None
         if physical:
-            oldest = min(physical, key=lambda m: (m.started_at, m.id))
+            oldest = min(physical, key=lambda b: (b.started, b.id))
             start = walnames.parse_segment_name(oldest.start_wal or "", w.segment_size)
         key = (w.version, start, w.segment_size)
         if w.counted is not None and w.counted[0] == key:

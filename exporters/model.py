@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from backups import catalog
+from backups import catalog, walnames
 from backups.errors import CatalogError
 from backups.jobstatus import JobStatus
 
@@ -19,11 +19,27 @@ PHASES = ("fetch", "restore", "recovery", "checks", "total")
 
 @dataclass(frozen=True)
 class BackupInfo:
+    """What the metrics need of a manifest (the index keeps this, not whole manifests)."""
+
     id: str
     kind: str
     started: float  # unix seconds
     finished: float
     size: int
+    start_wal: str | None = None  # physical: where WAL continuity is checked from
+    wal_segment_size: int = walnames.DEFAULT_SEGMENT_SIZE
+
+    @classmethod
+    def of(cls, m: catalog.Manifest) -> BackupInfo:
+        return cls(
+            m.id,
+            m.kind,
+            m.started.timestamp(),
+            m.finished.timestamp(),
+            m.size,
+            m.start_wal,
+            m.wal_segment_size,
+        )
 
 
 @dataclass(frozen=True)

@@ -488,20 +488,6 @@ def cmd_serve(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace
     return EXIT_OK
 
 
-def _report_inputs(targets: tuple[Target, ...], repos: list[Repository]) -> list[Any]:
-    from verifier.report import TargetInput
-
-    by_name = {r.name: r for r in repos}
-    return [
-        TargetInput(
-            t.name,
-            [by_name[r.name] for r in t.settings.repositories],
-            t.settings.max_backup_age_seconds,
-        )
-        for t in targets
-    ]
-
-
 def cmd_report(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
     from verifier import report
 
@@ -509,7 +495,7 @@ def cmd_report(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
     try:
         if args.verify_chain:
             return _verify_chain(targets, repos, args.json)
-        model = report.build(_report_inputs(targets, repos), __version__)
+        model = report.build(report.inputs([t.settings for t in targets], repos), __version__)
     finally:
         _close(repos)
     text = report.to_json(model) if args.format == "json" else report.render_html(model)
@@ -525,17 +511,14 @@ def cmd_report(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
 
 
 def _verify_chain(targets: tuple[Target, ...], repos: list[Repository], as_json: bool) -> int:
-    from verifier import chain
+    from verifier import chain, report
 
-    by_name = {r.name: r for r in repos}
     doc: dict[str, Any] = {"targets": {}, "intact": True}
-    for t in targets:
-        checked, problems, errors = chain.verify_target(
-            [by_name[r.name] for r in t.settings.repositories], t.name
-        )
+    for item in report.inputs([t.settings for t in targets], repos):
+        checked, problems, errors = chain.verify_target(item.repos, item.name)
         intact = not problems and not errors
         doc["intact"] = doc["intact"] and intact
-        doc["targets"][t.name] = {
+        doc["targets"][item.name] = {
             "records": checked,
             "intact": intact,
             "problems": [
@@ -546,7 +529,7 @@ def _verify_chain(targets: tuple[Target, ...], repos: list[Repository], as_json:
         }
         if not as_json:
             state = "intact" if intact else "BROKEN"
-            print(f"{t.name}: {checked} records, chain {state}")
+            print(f"{item.name}: {checked} records, chain {state}")
             for p in problems:
                 print(f"  {p}")
             for name, error in errors.items():

@@ -227,17 +227,8 @@ class Service:
             cached = self._report_cache
             if cached is not None and time.monotonic() - cached[0] < REPORT_CACHE_SECONDS:
                 return cached[1]
-        by_name = {r.name: r for r in self.repos}
         model = report.build(
-            [
-                report.TargetInput(
-                    t.name,
-                    [by_name[r.name] for r in t.settings.repositories],
-                    t.settings.max_backup_age_seconds,
-                )
-                for t in self.cfg.targets
-            ],
-            __version__,
+            report.inputs([t.settings for t in self.cfg.targets], self.repos), __version__
         )
         with self._report_lock:
             self._report_cache = (time.monotonic(), model)

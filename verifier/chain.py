@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from backups.errors import BackupError
 from backups.layout import results_prefix
@@ -33,6 +33,7 @@ class ChainRecord:
     prev: str | None  # the record's prev_sha256
     stored_sha256: str | None = None  # metadata written with the record (None: not recorded)
     readable: bool = True
+    data: Any = field(default=None, compare=False)  # the parsed record (reports read it)
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,10 @@ def read_chain(repo: Repository, target: str) -> list[ChainRecord]:
         record_id = info.key[len(prefix) : -len(".json")]
         try:
             doc = json.loads(raw)
-            prev = doc.get("prev_sha256") if isinstance(doc, dict) else None
-            readable = isinstance(doc, dict)
         except ValueError:
-            prev, readable = None, False
+            doc = None
+        readable = isinstance(doc, dict)
+        prev = doc.get("prev_sha256") if isinstance(doc, dict) else None
         out.append(
             ChainRecord(
                 record_id,
@@ -139,26 +140,40 @@ def read_chain(repo: Repository, target: str) -> list[ChainRecord]:
                 prev if isinstance(prev, str) else None,
                 stored,
                 readable,
+                doc if readable else None,
             )
         )
     return out
 
 
-def verify_target(
-    repos: Sequence[Repository], target: str
-) -> tuple[int, list[ChainProblem], dict[str, str]]:
-    """(records checked, problems, {repository: error} for those that could not be read)."""
-    copies: dict[str, list[ChainRecord]] = {}
+Copies = dict[str, list[ChainRecord]]
+
+
+def read_copies(repos: Sequence[Repository], target: str) -> tuple[Copies, dict[str, str]]:
+    """Every repository's records of ``target``; {repository: error} for unreadable ones."""
+    copies: Copies = {}
     errors: dict[str, str] = {}
     for repo in repos:
         try:
             copies[repo.name] = read_chain(repo, target)
         except BackupError as exc:
             errors[repo.name] = str(exc)
+    return copies, errors
+
+
+def verify_copies(copies: Copies) -> list[ChainProblem]:
     problems: list[ChainProblem] = []
     for name, records in copies.items():
         problems.extend(verify_chain(name, records))
     if len(copies) > 1:
         problems.extend(compare_copies(copies))
+    return problems
+
+
+def verify_target(
+    repos: Sequence[Repository], target: str
+) -> tuple[int, list[ChainProblem], dict[str, str]]:
+    """(records checked, problems, {repository: error} for those that could not be read)."""
+    copies, errors = read_copies(repos, target)
     checked = len({r.id for records in copies.values() for r in records})
-    return checked, problems, errors
+    return checked, verify_copies(copies), errors

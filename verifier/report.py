@@ -20,9 +20,9 @@ from typing import Any
 import jinja2
 
 from backups import catalog, health
-from backups.errors import BackupError
+from backups.settings import TargetSettings
 from backups.storage.base import Repository
-from verifier import chain, records, svgcharts
+from verifier import chain, svgcharts
 
 REPORT_FORMAT = 1
 HTML_LIMIT = 500  # restore tests listed per target in the HTML (the JSON has them all)
@@ -36,30 +36,32 @@ class TargetInput:
     max_backup_age_seconds: float = 26 * 3600
 
 
-def _records(target: TargetInput) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Every record of the target (first repository's copy wins), with its sha256 and the
-    repositories holding it; {repository: error} for unreadable repositories."""
+def inputs(targets: Sequence[TargetSettings], repos: Sequence[Repository]) -> list[TargetInput]:
+    """Each target with its opened repositories (``repos``: every configured one)."""
+    by_name = {r.name: r for r in repos}
+    return [
+        TargetInput(t.name, [by_name[r.name] for r in t.repositories], t.max_backup_age_seconds)
+        for t in targets
+    ]
+
+
+def _records(copies: chain.Copies) -> list[dict[str, Any]]:
+    """Every record of the target (the first repository's copy wins), with its sha256 and
+    the repositories holding it."""
     found: dict[str, dict[str, Any]] = {}
-    errors: dict[str, str] = {}
-    for repo in target.repos:
-        try:
-            stored = records.load_records(repo, target.name)
-        except BackupError as exc:
-            errors[repo.name] = str(exc)
-            continue
+    for repo, stored in copies.items():
         for rec in stored:
-            record_id = rec.key.rsplit("/", 1)[-1].removesuffix(".json")
-            if record_id in found:
-                found[record_id]["repositories"].append(repo.name)
+            if rec.id in found:
+                found[rec.id]["repositories"].append(repo)
                 continue
             data = dict(rec.data) if isinstance(rec.data, dict) else {}
-            if data.get("unreadable") or "verdict" not in data:
-                data = {"id": record_id, "verdict": "error", "cause": "unreadable record"}
-            data.setdefault("id", record_id)
+            if "verdict" not in data:
+                data = {"id": rec.id, "verdict": "error", "cause": "unreadable record"}
+            data.setdefault("id", rec.id)
             data["sha256"] = rec.sha256
-            data["repositories"] = [repo.name]
-            found[record_id] = data
-    return sorted(found.values(), key=lambda d: str(d.get("id"))), errors
+            data["repositories"] = [repo]
+            found[rec.id] = data
+    return sorted(found.values(), key=lambda d: str(d.get("id")))
 
 
 def _window(target: TargetInput, now: dt.datetime) -> dict[str, Any]:
@@ -109,8 +111,10 @@ def _neg(text: str) -> str:
 
 
 def build_target(target: TargetInput, now: dt.datetime) -> dict[str, Any]:
-    recs, errors = _records(target)
-    checked, problems, chain_errors = chain.verify_target(target.repos, target.name)
+    copies, errors = chain.read_copies(target.repos, target.name)  # read once: chain + records
+    recs = _records(copies)
+    problems = chain.verify_copies(copies)
+    checked = len(recs)
     passed = [r for r in recs if r.get("verdict") == "passed"]
     last = max(passed, key=lambda r: str(r.get("finished_at", "")), default=None)
     verified = None
@@ -133,9 +137,9 @@ def build_target(target: TargetInput, now: dt.datetime) -> dict[str, Any]:
         "target": target.name,
         "chain": {
             "records": checked,
-            "intact": not problems and not chain_errors,
+            "intact": not problems and not errors,
             "problems": [str(p) for p in problems],
-            "unreadable_repositories": chain_errors,
+            "unreadable_repositories": errors,
         },
         "last_verified_backup": verified,
         "recoverable_window": _window(target, now),

@@ -25,16 +25,6 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
-class Child:
-    """One entry of a folder listing: a name, whether it is a folder, and (when the backend
-    gives it for free) its modification time."""
-
-    name: str
-    is_dir: bool
-    mtime: float | None = None
-
-
-@dataclass(frozen=True)
 class StoredObject:
     key: str
     size: int
@@ -93,30 +83,20 @@ class Repository(ABC):
     def listing(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every complete object whose key starts with ``prefix`` (no metadata)."""
 
-    def children(self, prefix: str, start_after: str | None = None) -> Iterator[Child]:
-        """The entries directly under the folder ``prefix`` (ending in ``/``), sorted by
-        name, only those after ``start_after`` when given. Backends override this with
-        a listing that does not descend into sub-folders."""
-        seen: dict[str, Child] = {}
+    def child_names(self, prefix: str, start_after: str | None = None) -> list[str]:
+        """The names directly under the folder ``prefix`` (ending in ``/``), sub-folders with
+        a trailing ``/``, in no particular order; only names after ``start_after`` when given.
+        Backends override this with a listing that does not descend into sub-folders."""
+        names: set[str] = set()
         for info in self.listing(prefix):
             name, sep, _ = info.key[len(prefix) :].partition("/")
-            if start_after is not None and name <= start_after:
-                continue
-            if sep:
-                seen.setdefault(name, Child(name, True))
-            else:
-                seen[name] = Child(name, False, info.mtime)
-        yield from (seen[n] for n in sorted(seen))
+            if start_after is None or name > start_after:
+                names.add(name + sep)
+        return list(names)
 
-    def child_names(self, prefix: str, start_after: str | None = None) -> list[str]:
-        """Names under the folder ``prefix``, sub-folders with a trailing ``/``, in no
-        particular order (what ``children`` says, as cheaply as the backend can)."""
-        return [c.name + "/" if c.is_dir else c.name for c in self.children(prefix, start_after)]
-
+    @abstractmethod
     def probe(self) -> None:
         """Raise StorageError unless the repository answers (its root or bucket exists)."""
-        for _ in self.children(""):
-            break
 
     def change_token(self, prefix: str) -> str | None:
         """A cheap value that changes whenever an entry is added to or removed from the

@@ -20,7 +20,6 @@ from typing import BinaryIO, TypeVar
 from backups.errors import ObjectNotFound, StorageError
 from backups.storage.base import (
     CHUNK_SIZE,
-    Child,
     HashingCounter,
     ObjectInfo,
     Repository,
@@ -212,24 +211,6 @@ class FilesystemRepository(Repository):
                     except FileNotFoundError:
                         continue
                     yield ObjectInfo(key, st.st_size, st.st_mtime)
-
-    def children(self, prefix: str, start_after: str | None = None) -> Iterator[Child]:
-        directory = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
-        try:
-            with os.scandir(directory) as it:
-                entries = [
-                    Child(e.name, e.is_dir(follow_symlinks=False))
-                    for e in it
-                    if not e.name.startswith(TEMP_PREFIX) and not e.name.endswith(META_SUFFIX)
-                ]
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except OSError as exc:
-            raise StorageError(
-                self.name, f"cannot list {directory}: {exc.strerror or exc}"
-            ) from exc
-        entries.sort(key=lambda c: c.name)
-        yield from (c for c in entries if start_after is None or c.name > start_after)
 
     def probe(self) -> None:
         try:

@@ -25,7 +25,6 @@ import botocore.exceptions
 from backups.errors import IntegrityError, ObjectNotFound, StorageError
 from backups.storage.base import (
     CHUNK_SIZE,
-    Child,
     HashingCounter,
     ObjectInfo,
     Repository,
@@ -293,26 +292,24 @@ class S3Repository(Repository):
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail(f"bucket {self.options.bucket}", exc) from exc
 
-    def children(self, prefix: str, start_after: str | None = None) -> Iterator[Child]:
+    def child_names(self, prefix: str, start_after: str | None = None) -> list[str]:
+        """One delimiter listing: common prefixes are the sub-folders."""
         paginator = self.client.get_paginator("list_objects_v2")
         full = self._key(prefix.rstrip("/")) + "/"
         args: dict[str, Any] = {"Bucket": self.options.bucket, "Prefix": full, "Delimiter": "/"}
         if start_after is not None:
             args["StartAfter"] = full + start_after
-        found: list[Child] = []
+        names: list[str] = []
         try:
             for page in paginator.paginate(**args):
                 for common in page.get("CommonPrefixes", []):
-                    name = common["Prefix"][len(full) :].rstrip("/")
-                    if start_after is None or name > start_after:
-                        found.append(Child(name, True))
-                for item in page.get("Contents", []):
-                    name = item["Key"][len(full) :]
-                    found.append(Child(name, False, item["LastModified"].timestamp()))
+                    name = common["Prefix"][len(full) :]
+                    if start_after is None or name.rstrip("/") > start_after:
+                        names.append(name)
+                names.extend(item["Key"][len(full) :] for item in page.get("Contents", []))
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail(f"cannot list {prefix}", exc) from exc
-        found.sort(key=lambda c: c.name)
-        yield from found
+        return names
 
     def delete(self, keys: Iterable[str]) -> None:
         batch: list[str] = []

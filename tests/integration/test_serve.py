@@ -59,10 +59,11 @@ def _configure(s: Setup) -> Path:
             },
         }
 
-    s.edit_config(change)
-    # two targets now: the source archives for "main" by name
+    # two targets soon: the source archives for "main" by name (set first, so the archiver
+    # never meets a config where the target is ambiguous and backs off for a minute)
     s.cluster.set(archive_command=f"'{PGPROOF} --config {s.config_path} wal-push %p --target main'")
     s.cluster.sql("select pg_reload_conf()")
+    s.edit_config(change)
     return workdir
 
 
