@@ -422,6 +422,11 @@ def cmd_verify(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
                     heartbeat_slack_seconds=cfg.verifier.heartbeat_slack_seconds,
                     timeout_seconds=cfg.verifier.timeout_seconds,
                     sandbox_root=cfg.verifier.workdir,
+                    container=(
+                        cfg.verifier.container.with_image(target.image)
+                        if cfg.verifier.sandbox == "container"
+                        else None
+                    ),
                 )
                 try:
                     record = verify(request, repos, Runner(), __version__, _progress(args))

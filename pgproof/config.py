@@ -30,6 +30,7 @@ from backups.settings import (
 from backups.storage.s3options import MIN_PART_SIZE, S3Options
 from exporters.settings import ExporterSettings
 from pgproof.configfields import ConfigError, Fields
+from verifier.containersettings import PULL_POLICIES, ContainerSettings, check_image_template
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SCHEDULE = re.compile(
@@ -50,6 +51,7 @@ class Target:
     settings: TargetSettings
     schedule: dict[str, str]
     checks: tuple[Check, ...]
+    image: str | None = None  # the container sandbox's image template for this target
 
     @property
     def name(self) -> str:
@@ -61,7 +63,7 @@ class VerifierConfig:
     sandbox: str = "process"
     jobs: int = 2
     rto_seconds: float = 3600.0
-    image: str = "postgres:{major}"
+    container: ContainerSettings = ContainerSettings()
     workdir: str | None = None  # where sandboxes live (default: $TMPDIR/pgproof-sandboxes)
     heapallindexed: bool = False
     heartbeat_slack_seconds: float = 5.0
@@ -281,6 +283,9 @@ def _target(f: Fields, repos: dict[str, RepoSettings], max_age: float, lock_dir:
         c.done()
     if len({c.name for c in checks}) != len(checks):
         f.fail("checks", "check names must be unique")
+    image = f.text("image")
+    if image is not None and (problem := check_image_template(image)):
+        f.fail("image", problem)
     target_max_age = f.duration("max_backup_age", max_age) or max_age
     settings = TargetSettings(
         name=name,
@@ -296,7 +301,31 @@ def _target(f: Fields, repos: dict[str, RepoSettings], max_age: float, lock_dir:
         lock_dir=lock_dir,
     )
     f.done()
-    return Target(settings, schedule, tuple(checks))
+    return Target(settings, schedule, tuple(checks), image)
+
+
+def _container(v: Fields) -> ContainerSettings:
+    """``verifier.image`` and ``verifier.container``: the container sandbox."""
+    image = v.text("image", "postgres:{major}") or "postgres:{major}"
+    if problem := check_image_template(image):
+        v.fail("image", problem)
+    c = v.sub("container")
+    engine = c.text("engine")
+    if engine is not None and not engine.startswith(("unix://", "tcp://", "ssh://", "npipe://")):
+        c.fail("engine", f"must be a unix://, tcp:// or ssh:// URL, not {engine!r}")
+    settings = ContainerSettings(
+        image=image,
+        engine=engine,
+        pull=c.choice("pull", PULL_POLICIES, "missing") or "missing",
+        memory_mb=c.req_integer("memory_mb", 1024, 128, 1 << 22),
+        cpus=c.number("cpus", 2.0, 0.1) or 2.0,
+        pids=c.req_integer("pids", 512, 64, 1 << 22),
+        nofile=c.req_integer("nofile", 4096, 256, 1 << 20),
+        nproc=c.req_integer("nproc", 16384, 64, 1 << 22),
+        api_timeout=c.duration("api_timeout", 30.0) or 30.0,
+    )
+    c.done()
+    return settings
 
 
 def _email(f: Fields) -> EmailConfig:
@@ -384,7 +413,7 @@ def parse(raw: object, path: str = "<config>") -> Config:
         sandbox=v.choice("sandbox", ("process", "container"), "process") or "process",
         jobs=v.req_integer("jobs", 2, 1, 64),
         rto_seconds=v.duration("rto_seconds", 3600.0) or 3600.0,
-        image=v.text("image", "postgres:{major}") or "postgres:{major}",
+        container=_container(v),
         workdir=v.text("workdir"),
         heapallindexed=v.flag("heapallindexed", False),
         heartbeat_slack_seconds=v.number("heartbeat_slack_seconds", 5.0, 0.0) or 0.0,

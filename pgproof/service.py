@@ -35,6 +35,8 @@ from pgproof.scheduling import (
     describe,
 )
 from verifier import report
+from verifier.errors import VerifierError
+from verifier.run import reap
 from verifier.sandbox import reap_leftovers
 
 log = logging.getLogger("pgproof.serve")
@@ -273,8 +275,18 @@ class Service:
                 log.exception("alert evaluation failed")
 
     # -- life cycle --------------------------------------------------------------------
+    def _reap(self) -> list[str]:
+        """Sandbox containers and directories of dead runs."""
+        v = self.cfg.verifier
+        container = v.container if v.sandbox == "container" else None
+        try:
+            return reap(self.cfg.verifier.workdir, container)
+        except VerifierError as exc:
+            log.warning("cannot look for leftover containers", extra={"error": str(exc)})
+            return reap_leftovers(self.cfg.verifier.workdir)
+
     def start(self) -> None:
-        removed = reap_leftovers(self.cfg.verifier.workdir)
+        removed = self._reap()
         if removed:
             log.warning("removed sandboxes left by a killed run", extra={"sandboxes": removed})
         self.exporter.start()
@@ -305,7 +317,7 @@ class Service:
             beat.stop()
         if self._tick_thread is not None:
             self._tick_thread.join(timeout=10)
-        removed = reap_leftovers(self.cfg.verifier.workdir)
+        removed = self._reap()
         if removed:
             log.warning("removed sandboxes of stopped jobs", extra={"sandboxes": removed})
         self.http.close()

@@ -2,6 +2,7 @@
 
 VerifierError
  +-- SandboxError         a throwaway PostgreSQL could not be made, started or reached
+ |    +-- EngineUnavailable    no container engine answers (container sandbox)
  +-- RestoreFailed        the backup itself is bad (checksum, WAL gap, wrong cluster)
  +-- TargetError          the requested backup or PITR target is impossible (a usage error)
 """
@@ -14,6 +15,10 @@ class VerifierError(Exception):
 
 
 class SandboxError(VerifierError):
+    pass
+
+
+class EngineUnavailable(SandboxError):
     pass
 
 

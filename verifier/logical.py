@@ -73,7 +73,7 @@ def restore(
     timeout: float,
 ) -> LogicalRestore:
     result = LogicalRestore()
-    tools = pgbin.find_at_least(max(sandbox.bins.major, _dump_major(manifest)), runner)
+    tools = pgbin.find_at_least(max(sandbox.major, _dump_major(manifest)), runner)
     globals_file = next((f for f in manifest.files if f.role == "globals"), None)
     if globals_file is not None:
         text = compression.zstd_decompress_bytes((files / globals_file.name).read_bytes()).decode()
@@ -118,7 +118,7 @@ def restore(
         except CommandError as exc:
             raise SandboxError(f"pg_restore of {dump.name} did not run: {exc}") from None
         for line in _errors(res.stderr):
-            benign = any(p.search(line) and sandbox.bins.major <= top for p, top in BENIGN)
+            benign = any(p.search(line) and sandbox.major <= top for p, top in BENIGN)
             (result.ignored if benign else result.errors).append(f"{dump.name}: {line}")
         if res.returncode != 0 and not _errors(res.stderr):
             result.errors.append(

@@ -49,6 +49,7 @@ class ResultRecord:
     bytes_restored: int = 0
     pg_version: str = ""
     sandbox: str = ""
+    sandbox_image: str = ""  # the container sandbox's image
     pgproof_version: str = ""
     backup: dict[str, Any] = field(default_factory=dict)
     prev_sha256: str | None = None

@@ -18,7 +18,14 @@ from backups.runner import Runner
 from backups.settings import TargetSettings
 from backups.storage.base import Repository
 from verifier import checks, records
-from verifier.errors import RestoreFailed, SandboxError, TargetError, VerifierError
+from verifier.containersettings import ContainerSettings
+from verifier.errors import (
+    EngineUnavailable,
+    RestoreFailed,
+    SandboxError,
+    TargetError,
+    VerifierError,
+)
 from verifier.records import CheckResult, ResultRecord
 from verifier.sandbox import ProcessSandbox, Sandbox, reap_leftovers
 
@@ -35,13 +42,40 @@ class VerifyRequest:
     heartbeat_slack_seconds: float = 5.0
     timeout_seconds: float = 6 * 3600
     sandbox_root: str | None = None
+    container: ContainerSettings | None = None  # None: the process sandbox
 
 
-SandboxFactory = Callable[[pgbin.PgBinaries, Runner], Sandbox]
+SandboxFactory = Callable[[int, Runner], Sandbox]  # (the backup's major, runner)
 
 
-def process_sandbox(root: str | None) -> SandboxFactory:
-    return lambda bins, runner: ProcessSandbox(bins, runner, root)
+def process_sandbox(root: str | None, pg_bin_dir: str | None = None) -> SandboxFactory:
+    """This machine's binaries of the backup's major version."""
+    return lambda major, runner: ProcessSandbox(pgbin.find(major, runner, pg_bin_dir), runner, root)
+
+
+def container_sandbox(settings: ContainerSettings, root: str | None) -> SandboxFactory:
+    """A throwaway container of the image for the backup's major version."""
+    from verifier.container import ContainerSandbox
+
+    return lambda major, runner: ContainerSandbox(settings, major, runner, root)
+
+
+def sandbox_factory_for(request: VerifyRequest) -> SandboxFactory:
+    if request.container is not None:
+        return container_sandbox(request.container, request.sandbox_root)
+    return process_sandbox(request.sandbox_root, request.target.pg_bin_dir)
+
+
+def reap(root: str | None, container: ContainerSettings | None) -> list[str]:
+    """Remove what killed runs left behind: containers first (their servers may still be
+    writing into their directories), then sandbox directories. EngineUnavailable when the
+    container sandbox is configured and no engine answers."""
+    removed: list[str] = []
+    if container is not None:
+        from verifier.container import reap as reap_containers
+
+        removed += reap_containers(container)
+    return removed + reap_leftovers(root)
 
 
 @dataclass
@@ -113,7 +147,7 @@ def verify(
 ) -> ResultRecord:
     """Run one restore test and store its record; the record is returned either way."""
     progress = progress or NullProgress()
-    factory = sandbox_factory or process_sandbox(request.sandbox_root)
+    factory = sandbox_factory or sandbox_factory_for(request)
     started = dt.datetime.now(dt.UTC)
     repo, manifest = choose_backup(repos, request.target.name, request.kind, request.backup_id)
     if manifest.kind == "physical" and (request.pitr or "latest") != "random":
@@ -138,10 +172,15 @@ def verify(
     )
     timer = Timer()
     total_started = time.monotonic()
-    reap_leftovers(request.sandbox_root)
     try:
-        bins = pgbin.find(manifest.pg_version_num // 10000, runner, request.target.pg_bin_dir)
-        sandbox = factory(bins, runner)
+        reap(request.sandbox_root, request.container)
+    except EngineUnavailable:
+        reap_leftovers(request.sandbox_root)  # the restore test itself will report the engine
+    if request.container is not None:
+        record.sandbox = "container"
+        record.sandbox_image = request.container.image_for(manifest.pg_version_num // 10000)
+    try:
+        sandbox = factory(manifest.pg_version_num // 10000, runner)
         record.sandbox = sandbox.kind
         with sandbox.session():
             job = RestoreJob(

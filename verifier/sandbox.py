@@ -5,8 +5,8 @@
 local-process sandbox lives in its own temp dir owned by ``postgres``: a private Unix socket
 in a 0700 directory, ``listen_addresses=''``, archiving and replication off, a generated
 password (initdb'd sandboxes), and an ``owner.json`` so that the next run can find and remove
-the leftovers of a crashed one. A container sandbox (testcontainers) implements the same
-interface.
+the leftovers of a crashed one. The container sandbox (``verifier.container``) shares the
+directory layout and runs the server in a throwaway container instead.
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ def default_root() -> str:
 
 class Sandbox(ABC):
     kind: str
-    bins: PgBinaries
+    major: int  # the server's PostgreSQL major version
+    memory_mb: int  # what the server may use (shared_buffers, maintenance_work_mem follow)
+    # zstd can run where the server runs (the restore_command decompresses archived WAL)
+    has_zstd: bool = True
 
     @property
     @abstractmethod
@@ -85,7 +88,12 @@ class Sandbox(ABC):
 
     @abstractmethod
     def run(self, program: str, args: list[str], timeout: float, **kw: Any) -> CommandResult:
-        """Run a PostgreSQL binary (server major) as the sandbox's OS user."""
+        """Run a PostgreSQL binary (server major) as the sandbox's OS user, where the server
+        runs (``ok_codes`` and ``env`` are honoured)."""
+
+    @abstractmethod
+    def libraries(self) -> set[str]:
+        """Names of the server's loadable modules (its pkglibdir, without ``.so``)."""
 
     @abstractmethod
     def conninfo(self, dbname: str = "postgres", user: str | None = None) -> str: ...
@@ -114,22 +122,31 @@ class Sandbox(ABC):
             self.destroy()
 
 
-class ProcessSandbox(Sandbox):
-    kind = "process"
+class LocalDirSandbox(Sandbox):
+    """A sandbox whose files live in a private directory of this machine: ``data`` (the
+    cluster), ``sock`` (its Unix socket), ``work`` (downloads, WAL) and ``server.log``, all
+    owned by the postgres user (``runner.postgres_identity()``, or us when not root), with an
+    ``owner.json`` naming the process that made it, for :func:`reap_leftovers`."""
 
-    def __init__(self, bins: PgBinaries, runner: Runner, root: str | None = None):
-        self.bins = bins
-        self.runner = runner
+    def __init__(self, runner: Runner, root: str | None, memory_mb: int):
         self.root = Path(root or default_root())
         self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
         self.base = Path(tempfile.mkdtemp(prefix=PREFIX, dir=self.root))
         self.password = secrets.token_urlsafe(24)
         self.user = "postgres"
+        self.memory_mb = memory_mb
         self._auth = "trust"
         self.running = False
         ident = runner.postgres_identity()
         (self.base / OWNER_FILE).write_text(
-            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()})
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "created": time.time(),
+                    "kind": self.kind,
+                }
+            )
         )
         for sub in ("sock", "work"):
             (self.base / sub).mkdir(mode=0o700)
@@ -162,20 +179,19 @@ class ProcessSandbox(Sandbox):
         except OSError:
             return ""
 
-    # -- life --------------------------------------------------------------------------
-    def run(self, program: str, args: list[str], timeout: float, **kw: Any) -> CommandResult:
-        env = dict(kw.pop("env", None) or {})
-        env.update(self.client_env())
-        return self.runner.run(
-            [self.bins.path(program), *args], timeout=timeout, as_postgres=True, env=env, **kw
-        )
+    def server_log(self) -> str:
+        return self.log_tail(10_000_000)
 
+    def _chown(self, path: Path) -> None:
+        ident = self.runner.postgres_identity()
+        if ident is not None:
+            os.chown(path, ident.uid, ident.gid)
+
+    # -- cluster files -------------------------------------------------------------------
     def initdb(self, checksums: bool = False) -> None:
         pwfile = self.base / "work" / ".pw"
         pwfile.write_text(self.password + "\n")
-        ident = self.runner.postgres_identity()
-        if ident is not None:
-            os.chown(pwfile, ident.uid, ident.gid)
+        self._chown(pwfile)
         args = [
             "-D",
             str(self.data_dir),
@@ -209,7 +225,6 @@ class ProcessSandbox(Sandbox):
                 original.rename(data / f"{name}.pgproof-original")
         for stale in ("standby.signal", "recovery.signal", "postmaster.pid", "recovery.conf"):
             (data / stale).unlink(missing_ok=True)
-        memory = int(os.environ.get("PGPROOF_SANDBOX_MEMORY_MB", "256"))
         files = {
             "postgresql.conf": sandboxconf.render(
                 self.socket_dir,
@@ -217,7 +232,7 @@ class ProcessSandbox(Sandbox):
                 fast=fast,
                 preload=preload or [],
                 recovery=recovery,
-                memory_mb=memory,
+                memory_mb=self.memory_mb,
             ),
             "postgresql.auto.conf": "# pgproof sandbox: production's ALTER SYSTEM set aside\n",
             "pg_hba.conf": sandboxconf.HBA.format(method=self._auth),
@@ -225,16 +240,79 @@ class ProcessSandbox(Sandbox):
         }
         if recovery is not None:
             files["recovery.signal"] = ""
-        ident = self.runner.postgres_identity()
         for name, text in files.items():
             path = data / name
             path.write_text(text)
             path.chmod(0o600)
-            if ident is not None:
-                os.chown(path, ident.uid, ident.gid)
+            self._chown(path)
 
-    def server_log(self) -> str:
-        return self.log_tail(10_000_000)
+    # -- the server ---------------------------------------------------------------------
+    @abstractmethod
+    def _server_up(self) -> bool:
+        """Is the postmaster still there?"""
+
+    @abstractmethod
+    def _kill_server(self) -> None:
+        """The last resort when pg_ctl cannot stop it."""
+
+    def stop(self, mode: str = "fast") -> None:
+        if not self._server_up():
+            self.running = False
+            return
+        try:
+            self.run(
+                "pg_ctl",
+                ["-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"],
+                timeout=90,
+            )
+        except CommandError:
+            self._kill_server()
+        self.running = False
+
+    # -- clients -----------------------------------------------------------------------
+    def conninfo(self, dbname: str = "postgres", user: str | None = None) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=self.socket_dir, port=str(SANDBOX_PORT), dbname=dbname, user=user or self.user
+        )
+
+    def client_env(self) -> dict[str, str]:
+        env = {"PGHOST": self.socket_dir, "PGPORT": str(SANDBOX_PORT), "PGUSER": self.user}
+        if self._auth != "trust":
+            passfile = self.base / "work" / ".pgpass"
+            if not passfile.exists():
+                passfile.write_text(f"*:*:*:*:{self.password}\n")
+                passfile.chmod(0o600)
+                self._chown(passfile)
+            env["PGPASSFILE"] = str(passfile)
+        return env
+
+    def _password(self) -> str | None:
+        return None if self._auth == "trust" else self.password
+
+
+class ProcessSandbox(LocalDirSandbox):
+    """The server runs here, as a child process of this machine's postgres user."""
+
+    kind = "process"
+
+    def __init__(self, bins: PgBinaries, runner: Runner, root: str | None = None):
+        super().__init__(runner, root, int(os.environ.get("PGPROOF_SANDBOX_MEMORY_MB", "256")))
+        self.bins = bins
+        self.major = bins.major
+
+    def run(self, program: str, args: list[str], timeout: float, **kw: Any) -> CommandResult:
+        env = dict(kw.pop("env", None) or {})
+        env.update(self.client_env())
+        return self.runner.run(
+            [self.bins.path(program), *args], timeout=timeout, as_postgres=True, env=env, **kw
+        )
+
+    def libraries(self) -> set[str]:
+        try:
+            libdir = self.run("pg_config", ["--pkglibdir"], timeout=30).stdout.decode().strip()
+            return {n.removesuffix(".so") for n in os.listdir(libdir)}
+        except (CommandError, OSError):
+            return set()
 
     def limits(self) -> list[str]:
         """prlimit options for the server (inherited by every backend), when prlimit exists.
@@ -308,47 +386,17 @@ class ProcessSandbox(Sandbox):
         pid = self._postmaster_pid()
         return pid is not None and _alive(pid)
 
-    def stop(self, mode: str = "fast") -> None:
-        if not self._postmaster_alive():
-            self.running = False
-            return
-        try:
-            self.run(
-                "pg_ctl",
-                ["-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"],
-                timeout=90,
-            )
-        except CommandError:
-            _kill_postmaster(self.data_dir)
-        self.running = False
+    def _server_up(self) -> bool:
+        return self._postmaster_alive()
+
+    def _kill_server(self) -> None:
+        _kill_postmaster(self.data_dir)
 
     def destroy(self) -> None:
         with contextlib.suppress(Exception):
             self.stop("immediate")
         _kill_postmaster(self.data_dir)
         shutil.rmtree(self.base, ignore_errors=True)
-
-    # -- clients -----------------------------------------------------------------------
-    def conninfo(self, dbname: str = "postgres", user: str | None = None) -> str:
-        return psycopg.conninfo.make_conninfo(
-            host=self.socket_dir, port=str(SANDBOX_PORT), dbname=dbname, user=user or self.user
-        )
-
-    def client_env(self) -> dict[str, str]:
-        env = {"PGHOST": self.socket_dir, "PGPORT": str(SANDBOX_PORT), "PGUSER": self.user}
-        if self._auth != "trust":
-            passfile = self.base / "work" / ".pgpass"
-            if not passfile.exists():
-                passfile.write_text(f"*:*:*:*:{self.password}\n")
-                passfile.chmod(0o600)
-                ident = self.runner.postgres_identity()
-                if ident is not None:
-                    os.chown(passfile, ident.uid, ident.gid)
-            env["PGPASSFILE"] = str(passfile)
-        return env
-
-    def _password(self) -> str | None:
-        return None if self._auth == "trust" else self.password
 
 
 def _kill_postmaster(data_dir: Path) -> None:
@@ -375,12 +423,13 @@ def reap_leftovers(root: str | None = None) -> list[str]:
             owner = json.loads((path / OWNER_FILE).read_text())
             pid, host = int(owner["pid"]), owner.get("host")
         except (OSError, ValueError, KeyError, TypeError):
-            pid, host = -1, None
+            owner, pid, host = {}, -1, None
         if host not in (None, socket.gethostname()):
             continue
         if pid > 0 and _alive(pid):
             continue
-        _kill_postmaster(path / "data")
+        if owner.get("kind") != "container":  # a container's pid means nothing here
+            _kill_postmaster(path / "data")
         shutil.rmtree(path, ignore_errors=True)
         removed.append(str(path))
     return removed

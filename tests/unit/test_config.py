@@ -65,6 +65,20 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
         ("repositories.1.sse", "rot13", "repositories[1].sse"),
         ("repositories.0.path", "relative/path", "repositories[0].path"),
         ("verifier", {"sandbox": "vm"}, "verifier.sandbox"),
+        ("verifier", {"image": "postgres:{version}"}, "verifier.image"),
+        ("verifier", {"image": "my image:15"}, "verifier.image"),
+        ("verifier", {"container": {"pull": "always-maybe"}}, "verifier.container.pull"),
+        (
+            "verifier",
+            {"container": {"engine": "/var/run/docker.sock"}},
+            "verifier.container.engine",
+        ),
+        ("verifier", {"container": {"memory_mb": 16}}, "verifier.container.memory_mb"),
+        ("verifier", {"container": {"cpus": 0}}, "verifier.container.cpus"),
+        ("verifier", {"container": {"pids": "many"}}, "verifier.container.pids"),
+        ("verifier", {"container": {"api_timeout": "soon"}}, "verifier.container.api_timeout"),
+        ("verifier", {"container": {"network": "host"}}, "verifier.container.network"),
+        ("targets.0.image", "postgres:{major", "targets[0].image"),
         ("http", {"listen": "9847"}, "http.listen"),
         ("unknown_top", True, "unknown_top"),
     ],
@@ -74,6 +88,40 @@ def test_bad_values_name_the_field(path: str, value: Any, field: str) -> None:
         config.parse(mutate(path, value))
     assert info.value.field == field
     assert str(info.value).startswith(field + ":")
+
+
+def test_container_sandbox_settings() -> None:
+    doc = mutate(
+        "verifier",
+        {
+            "sandbox": "container",
+            "image": "registry.example.com/pg:{major}-postgis",
+            "container": {
+                "engine": "unix:///run/podman/podman.sock",
+                "pull": "never",
+                "memory_mb": 2048,
+                "cpus": 1.5,
+                "pids": 300,
+                "api_timeout": "10s",
+            },
+        },
+    )
+    doc["targets"][0]["image"] = "postgres:{major}-bookworm"
+    cfg = config.parse(doc)
+    c = cfg.verifier.container
+    assert (c.engine, c.pull, c.memory_mb, c.cpus, c.pids, c.api_timeout) == (
+        "unix:///run/podman/podman.sock",
+        "never",
+        2048,
+        1.5,
+        300,
+        10.0,
+    )
+    assert c.image_for(17) == "registry.example.com/pg:17-postgis"
+    target = cfg.target(None)
+    assert c.with_image(target.image).image_for(15) == "postgres:15-bookworm"
+    default = config.parse(base()).verifier
+    assert default.sandbox == "process" and default.container.image_for(16) == "postgres:16"
 
 
 def test_durations() -> None:

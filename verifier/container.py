@@ -1,0 +1,522 @@
+"""Restore tests in throwaway PostgreSQL containers (testcontainers over the Docker API).
+
+One container per restore test, from the image of the backup's major version (the
+``image`` template's ``{major}``). Its only own process is a keeper shell; every server-side
+program runs in it with ``exec``: initdb, the postmaster, pg_ctl, pg_verifybackup, pg_waldump,
+pg_checksums. Binaries are found in the official images' layout (/usr/lib/postgresql/N/bin)
+or on the image's PATH, and the server's version must be the backup's major.
+
+- Files: the sandbox's private directory (``data``, ``sock``, ``work``, ``server.log``, the
+  same layout as the process sandbox) is bind-mounted at the same path, so no path needs
+  translating; pgproof writes the restored files from outside.
+- Identity: the container runs as the uid/gid that owns those files (the host's postgres user
+  when pgproof runs as root), named ``postgres`` by a generated /etc/passwd and /etc/group
+  mounted read-only; the client tools outside reach the server through the socket.
+- Isolation: no network (``network_mode: none``), read-only root filesystem with a small
+  /tmp, every capability dropped, no-new-privileges, memory (no swap), CPU and pids limits,
+  nofile/nproc ulimits. The repository is never mounted: backup files and WAL are fetched and
+  checked outside and handed in through the work directory.
+- Lifetime: labels name the owning host, process and directory; ``destroy`` removes the
+  container with its anonymous volumes (the official images declare one), and :func:`reap`
+  removes the containers of an owner that died.
+
+Commands run detached, their output and exit status written to files in the work directory
+(a long pg_verifybackup keeps no API connection open); a command that outlives its timeout
+takes the container with it (the engine cannot signal an exec'd process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import docker
+import docker.errors
+import psycopg
+import requests.exceptions
+from docker.models.containers import Container
+from docker.types import Ulimit
+from testcontainers.core.container import DockerContainer
+
+from backups.errors import CommandError, CommandTimeout
+from backups.runner import CommandResult, Runner
+from verifier.containersettings import FALLBACK, ContainerSettings, engine_url
+from verifier.errors import EngineUnavailable, SandboxError
+from verifier.sandbox import LocalDirSandbox, _alive
+
+LABEL = "org.pgproof.sandbox"  # value: the sandbox directory
+LABEL_HOST = "org.pgproof.host"
+LABEL_PID = "org.pgproof.pid"
+KEEPER = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
+_VERSION = re.compile(r"\(PostgreSQL\) (\d+)")
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+class _Keeper(DockerContainer):
+    """testcontainers' container, started without Ryuk (pgproof removes its own containers,
+    by label, and never runs a privileged helper holding the engine's socket) and without an
+    implicit pull (the pull policy is the configuration's)."""
+
+    def start(self) -> Self:
+        client = self.get_docker_client().client
+        self._container = client.containers.create(
+            self.image,
+            command=self._command,
+            name=self._name,
+            volumes={h: {"bind": m["bind"], "mode": m["mode"]} for h, m in self.volumes.items()},
+            **self._kwargs,
+        )
+        self._container.start()
+        return self
+
+
+def _preflight(url: str, timeout: float) -> None:
+    """Is an engine answering at ``url``? Asked on a socket of our own, closed whatever
+    happens (the Docker client leaks the socket of a refused connection) and bounded by
+    ``timeout`` (an engine that accepts and never answers is an error, not a hang)."""
+    parsed = urllib.parse.urlparse(url)
+    address: str | tuple[str, int]
+    if parsed.scheme == "unix":
+        family, address, speak_http = socket.AF_UNIX, parsed.path, True
+    elif parsed.scheme in ("tcp", "http", "https") and parsed.hostname:
+        tls = parsed.scheme == "https" or bool(os.environ.get("DOCKER_TLS_VERIFY"))
+        port = parsed.port or (2376 if tls else 2375)
+        family, address, speak_http = socket.AF_INET, (parsed.hostname, port), not tls
+        if ":" in parsed.hostname:
+            family = socket.AF_INET6
+    else:  # ssh://, npipe://: left to the client
+        return
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        if speak_http:
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            if not sock.recv(64).startswith(b"HTTP/"):
+                raise OSError("the socket does not speak HTTP")
+
+
+def _client_kw(settings: ContainerSettings) -> dict[str, Any]:
+    url = engine_url(settings, os.environ)
+    try:
+        _preflight(url, settings.api_timeout)
+    except OSError as exc:
+        raise _engine_error(settings, exc) from None
+    return {
+        "environment": {**os.environ, "DOCKER_HOST": url},
+        "timeout": max(1, round(settings.api_timeout)),
+    }
+
+
+def _engine_error(settings: ContainerSettings, exc: BaseException) -> EngineUnavailable:
+    url = settings.engine or os.environ.get("DOCKER_HOST") or "the default socket"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        detail = f"no answer within {settings.api_timeout:g} s"
+    else:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return EngineUnavailable(
+        f"the container engine at {url} does not answer ({detail[:300]}); {FALLBACK}"
+    )
+
+
+class ContainerSandbox(LocalDirSandbox):
+    kind = "container"
+
+    def __init__(
+        self,
+        settings: ContainerSettings,
+        major: int,
+        runner: Runner,
+        root: str | None = None,
+        poll: float = 0.2,
+    ):
+        super().__init__(runner, root, max(64, settings.memory_mb // 2))
+        self.settings = settings
+        self.image = settings.image_for(major)
+        self.major = major
+        self.poll = poll
+        self._server_rc: Path | None = None
+        self._exec_lock = threading.Lock()
+        self._serial = 0
+        self._keeper: _Keeper | None = None
+        try:
+            self._keeper = self._create()
+            self.bindir, self.libdir, self.has_zstd = self._probe(major)
+        except BaseException:
+            self.destroy()
+            raise
+
+    # -- the container -------------------------------------------------------------------
+    def _identity(self) -> tuple[int, int]:
+        ident = self.runner.postgres_identity()
+        return (ident.uid, ident.gid) if ident is not None else (os.getuid(), os.getgid())
+
+    def _create(self) -> _Keeper:
+        uid, gid = self._identity()
+        etc = self.base / "etc"
+        etc.mkdir(mode=0o755)
+        (etc / "passwd").write_text(
+            f"root:x:0:0:root:/root:/bin/sh\npostgres:x:{uid}:{gid}:pgproof sandbox:"
+            f"{self.work_dir}:/bin/sh\n"
+        )
+        (etc / "group").write_text(f"root:x:0:\npostgres:x:{gid}:\n")
+        try:
+            keeper = _Keeper(self.image, docker_client_kw=_client_kw(self.settings))
+        except _ENGINE_ERRORS as exc:
+            raise _engine_error(self.settings, exc) from None
+        self._keeper = keeper
+        client = keeper.get_docker_client().client
+        self._ensure_image(client)
+        s = self.settings
+        keeper.with_command(["/bin/sh", "-c", KEEPER])
+        keeper.with_volume_mapping(str(self.base), str(self.base), "rw")
+        keeper.with_volume_mapping(str(etc / "passwd"), "/etc/passwd", "ro")
+        keeper.with_volume_mapping(str(etc / "group"), "/etc/group", "ro")
+        keeper.with_name(self.base.name)
+        keeper.with_kwargs(
+            user=f"{uid}:{gid}",
+            network_mode="none",
+            labels={
+                LABEL: str(self.base),
+                LABEL_HOST: socket.gethostname(),
+                LABEL_PID: str(os.getpid()),
+            },
+            read_only=True,
+            tmpfs={"/tmp": "rw,size=64m,mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            mem_limit=f"{s.memory_mb}m",
+            memswap_limit=f"{s.memory_mb}m",
+            shm_size=f"{max(64, s.memory_mb // 4)}m",
+            nano_cpus=round(s.cpus * 1e9),
+            pids_limit=s.pids,
+            ulimits=[
+                Ulimit(name="nofile", soft=s.nofile, hard=s.nofile),
+                Ulimit(name="nproc", soft=s.nproc, hard=s.nproc),
+            ],
+            working_dir=str(self.work_dir),
+        )
+        try:
+            keeper.start()
+        except _ENGINE_ERRORS as exc:
+            raise SandboxError(
+                f"the container engine could not start image {self.image}: "
+                f"{_explain(exc)}{self._logs_note()}"
+            ) from None
+        self._settle()
+        return keeper
+
+    def _ensure_image(self, client: docker.DockerClient) -> None:
+        try:
+            client.images.get(self.image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except _ENGINE_ERRORS as exc:
+            raise _engine_error(self.settings, exc) from None
+        if self.settings.pull == "never":
+            raise SandboxError(
+                f"image {self.image} is not in the container engine and "
+                "verifier.container.pull is never: pull or build it first, or set "
+                "verifier.image (or the target's image) to one that exists"
+            )
+        try:
+            client.images.pull(self.image)
+        except _ENGINE_ERRORS as exc:
+            raise SandboxError(
+                f"image {self.image} is not in the container engine and could not be pulled: "
+                f"{_explain(exc)}"
+            ) from None
+
+    def _settle(self) -> None:
+        """A container whose keeper dies at once cannot run anything: say why (its log)."""
+        time.sleep(0.05)
+        state = self._state()
+        if state is not None and state.get("Running"):
+            return
+        code = state.get("ExitCode") if state else None
+        raise SandboxError(
+            f"the container of image {self.image} exited as soon as it started (exit code "
+            f"{code}); the image needs /bin/sh and sleep{self._logs_note()}"
+        )
+
+    def _container(self) -> Container:
+        if self._keeper is None:
+            raise SandboxError("the sandbox container is gone")
+        return self._keeper.get_wrapped_container()
+
+    def _api(self) -> docker.APIClient:
+        if self._keeper is None:
+            raise SandboxError("the sandbox container is gone")
+        return self._keeper.get_docker_client().client.api
+
+    def _state(self) -> dict[str, Any] | None:
+        """The container's state, None when it no longer exists."""
+        try:
+            container = self._container()
+            container.reload()
+            return dict(container.attrs.get("State") or {})
+        except (docker.errors.NotFound, SandboxError):
+            return None
+        except _ENGINE_ERRORS as exc:
+            raise _engine_error(self.settings, exc) from None
+
+    def _logs_note(self, size: int = 2000) -> str:
+        try:
+            if self._keeper is None or self._keeper._container is None:
+                return ""
+            out, err = self._keeper.get_logs()
+        except _ENGINE_ERRORS:
+            return ""
+        text = (out + err).decode(errors="replace").strip()
+        return f"\ncontainer log (last {size} chars):\n{text[-size:]}" if text else ""
+
+    def _gone(self, doing: str) -> SandboxError:
+        state = self._state()
+        if state is None:
+            why = "the container was removed"
+        elif state.get("OOMKilled"):
+            why = f"out of memory (limit {self.settings.memory_mb} MB): the kernel killed it"
+        else:
+            why = f"exit code {state.get('ExitCode')}"
+            if state.get("Error"):
+                why += f", {state['Error']}"
+        return SandboxError(
+            f"the sandbox container stopped while {doing} ({why}){self._logs_note()}"
+        )
+
+    def _running(self) -> bool:
+        state = self._state()
+        return bool(state and state.get("Running"))
+
+    # -- what the image has -----------------------------------------------------------------
+    def _probe(self, major: int) -> tuple[str, str, bool]:
+        debian = f"/usr/lib/postgresql/{major}/bin"
+        script = (
+            f"if [ -x {debian}/postgres ]; then d={debian}; "
+            'elif p=$(command -v postgres); then d=$(dirname "$p"); '
+            f'else echo "no PostgreSQL server in the image: neither {debian}/postgres '
+            'nor postgres on PATH" >&2; exit 3; fi; '
+            'echo "$d"; "$d/postgres" --version || exit 4; '
+            'if [ -x "$d/pg_config" ]; then "$d/pg_config" --pkglibdir; '
+            'else echo "$(dirname "$d")/lib"; fi; '
+            "if command -v zstd >/dev/null 2>&1; then echo zstd; else echo -; fi"
+        )
+        try:
+            res = self._exec(["/bin/sh", "-c", script], timeout=60, doing="looking at the image")
+        except CommandError as exc:
+            raise SandboxError(f"image {self.image}: {exc.stderr_tail.strip()[-500:]}") from None
+        lines = res.stdout.decode(errors="replace").split("\n")
+        if len(lines) < 4:
+            raise SandboxError(f"image {self.image}: unexpected answer {lines!r}")
+        bindir, version, libdir, zstd = (line.strip() for line in lines[:4])
+        match = _VERSION.search(version)
+        if not match or int(match.group(1)) != major:
+            raise SandboxError(
+                f"image {self.image} runs {version or 'no PostgreSQL'!s}, but this backup needs "
+                f"PostgreSQL {major}: set verifier.image (or the target's image) to an image "
+                "of the backup's major, e.g. postgres:{major}"
+            )
+        return bindir, libdir, zstd == "zstd"
+
+    # -- commands -----------------------------------------------------------------------
+    def _exec(
+        self,
+        argv: list[str],
+        timeout: float,
+        doing: str,
+        env: Mapping[str, str] | None = None,
+        ok_codes: tuple[int, ...] = (0,),
+    ) -> CommandResult:
+        with self._exec_lock:
+            self._serial += 1
+            stem = self.work_dir / f".exec-{self._serial}"
+        rc, out, err = (Path(f"{stem}.{x}") for x in ("rc", "out", "err"))
+        wrapper = '"$@" >"$0.out" 2>"$0.err"; echo $? >"$0.rc.tmp" && mv "$0.rc.tmp" "$0.rc"'
+        container = self._container()
+        started = time.monotonic()
+        try:
+            api = self._api()
+            exec_id = api.exec_create(
+                container.id,
+                ["/bin/sh", "-c", wrapper, str(stem), *argv],
+                environment=dict(env or {}),
+            )["Id"]
+            api.exec_start(exec_id, detach=True)
+        except docker.errors.APIError:
+            raise self._gone(doing) from None
+        except _ENGINE_ERRORS as exc:
+            raise _engine_error(self.settings, exc) from None
+        delay, checked = 0.002, started
+        shown = self.runner.redact(shlex.join(argv))
+        try:
+            while not rc.exists():
+                now = time.monotonic()
+                if now - started > timeout:
+                    self._remove()
+                    raise CommandTimeout(
+                        argv,
+                        None,
+                        self._read(err),
+                        f"timed out after {timeout:g} s (the sandbox container was removed)",
+                    )
+                if now - checked > 1.0:
+                    checked = now
+                    if not self._running():
+                        raise self._gone(f"running {shown[:200]}")
+                time.sleep(delay)
+                delay = min(delay * 1.5, self.poll)
+            code = int(rc.read_text().strip() or "-1")
+            stdout = out.read_bytes() if out.exists() else b""
+            stderr = self._read(err)
+        finally:
+            for path in (rc, out, err):
+                path.unlink(missing_ok=True)
+        result = CommandResult(argv, code, stdout, stderr, time.monotonic() - started)
+        if code not in ok_codes:
+            raise CommandError(argv, code, stderr[-8192:])
+        return result
+
+    def _read(self, path: Path) -> str:
+        try:
+            return self.runner.redact(path.read_bytes().decode(errors="replace"))
+        except OSError:
+            return ""
+
+    def run(self, program: str, args: list[str], timeout: float, **kw: Any) -> CommandResult:
+        env = dict(kw.pop("env", None) or {})
+        env.update(self.client_env())
+        ok_codes = tuple(kw.pop("ok_codes", (0,)))
+        if kw:
+            raise TypeError(f"container sandbox: unsupported options {sorted(kw)}")
+        return self._exec(
+            [f"{self.bindir}/{program}", *args],
+            timeout,
+            doing=f"running {program}",
+            env=env,
+            ok_codes=ok_codes,
+        )
+
+    def libraries(self) -> set[str]:
+        try:
+            res = self._exec(["ls", "-1", self.libdir], timeout=30, doing="listing libraries")
+        except (CommandError, SandboxError):
+            return set()
+        return {n.removesuffix(".so") for n in res.stdout.decode(errors="replace").split()}
+
+    # -- the server ---------------------------------------------------------------------
+    def start(self, timeout: float, on_wait: Callable[[], None] | None = None) -> None:
+        """The postmaster runs under an exec'd shell that records its exit status."""
+        self._server_rc = self.work_dir / ".server.rc"
+        self._server_rc.unlink(missing_ok=True)
+        script = '"$0" -D "$1" >>"$2" 2>&1; echo $? >"$3"'
+        argv = [
+            "/bin/sh",
+            "-c",
+            script,
+            f"{self.bindir}/postgres",
+            str(self.data_dir),
+            str(self.log_file),
+            str(self._server_rc),
+        ]
+        container = self._container()
+        try:
+            api = self._api()
+            exec_id = api.exec_create(container.id, argv)["Id"]
+            api.exec_start(exec_id, detach=True)
+        except docker.errors.APIError:
+            raise self._gone("starting the server") from None
+        except _ENGINE_ERRORS as exc:
+            raise _engine_error(self.settings, exc) from None
+        self.running = True
+        ping = psycopg.pq.PGconn.ping
+        target = self.conninfo().encode()
+        began = time.monotonic()
+        checked = began
+        while True:
+            if ping(target) == 0:  # PQPING_OK: accepting connections
+                return
+            if self._server_rc.exists():
+                self.running = False
+                raise SandboxError(f"sandbox server exited while starting:\n{self.log_tail()}")
+            now = time.monotonic()
+            if now - checked > 1.0:
+                checked = now
+                if not self._running():
+                    self.running = False
+                    raise SandboxError(
+                        f"{self._gone('the server was starting')}\n{self.log_tail()}"
+                    )
+            if now - began > timeout:
+                raise SandboxError(f"sandbox not ready after {timeout:g} s:\n{self.log_tail()}")
+            if on_wait is not None:
+                on_wait()
+            time.sleep(self.poll)
+
+    def _server_up(self) -> bool:
+        return self.running and (self.data_dir / "postmaster.pid").exists()
+
+    def _kill_server(self) -> None:
+        with contextlib.suppress(CommandError, SandboxError):
+            self.run("pg_ctl", ["-D", str(self.data_dir), "-m", "immediate", "stop"], 30)
+
+    def _remove(self) -> None:
+        """Remove the container and its anonymous volumes (the server dies with it)."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is None:
+            return
+        try:
+            if keeper._container is not None:
+                with contextlib.suppress(docker.errors.NotFound, *_ENGINE_ERRORS):
+                    keeper._container.remove(force=True, v=True)
+        finally:
+            keeper.get_docker_client().client.close()
+
+    def destroy(self) -> None:
+        self.running = False
+        self._remove()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, docker.errors.APIError) and exc.explanation:
+        return str(exc.explanation)
+    return str(exc).strip() or type(exc).__name__
+
+
+def reap(settings: ContainerSettings) -> list[str]:
+    """Remove sandbox containers (and their volumes) whose owning process on this host is
+    gone; returns their names. Raises EngineUnavailable when no engine answers."""
+    try:
+        client = docker.from_env(**_client_kw(settings))
+    except _ENGINE_ERRORS as exc:
+        raise _engine_error(settings, exc) from None
+    removed: list[str] = []
+    try:
+        for container in client.containers.list(all=True, filters={"label": LABEL}):
+            labels = container.labels or {}
+            if labels.get(LABEL_HOST) != socket.gethostname():
+                continue
+            try:
+                pid = int(labels.get(LABEL_PID, "0"))
+            except ValueError:
+                pid = 0
+            if pid > 0 and _alive(pid):
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+                removed.append(container.name or container.id or "?")
+    except _ENGINE_ERRORS as exc:
+        raise _engine_error(settings, exc) from None
+    finally:
+        client.close()
+    return removed
