@@ -33,6 +33,7 @@ from tests.integration.test_verify_physical import backup_under_heartbeat
 from tests.support.engine import BROKEN_IMAGE, Engine
 from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup, s3_env
 from tests.support.pgcluster import available_majors, private_dir
+from tests.support.serve import serve, wait_for
 from verifier.container import ContainerSandbox
 from verifier.containersettings import ContainerSettings
 from verifier.errors import SandboxError
@@ -433,6 +434,17 @@ def test_container_killed_mid_restore_is_an_error_and_removed(
     assert_nothing_left(podman_engine, root)
 
 
+def _crash_mid_replay(s: Setup, eng: Engine, root: Path) -> Path:
+    """A verify killed outright (no clean-up at all) during WAL replay; its sandbox."""
+    proc = _start_verify(s)
+    box = _wait_for_replay(root, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    left = [c for c in eng.sandbox_containers() if c["Names"][0] == box.name]
+    assert left and box.exists()  # what a crash leaves behind
+    return box
+
+
 def test_leftovers_of_a_crashed_run_are_removed_by_the_next(
     setup15c: Setup, podman_engine: Engine
 ) -> None:
@@ -440,15 +452,17 @@ def test_leftovers_of_a_crashed_run_are_removed_by_the_next(
     _physical_backup(s)
     _lots_of_wal(s)
     root = use_container(s, podman_engine, cpus=0.3)
-    proc = _start_verify(s)
-    box = _wait_for_replay(root, proc)
-    proc.send_signal(signal.SIGKILL)  # no clean-up at all
-    proc.communicate(timeout=30)
-    left = [c for c in podman_engine.sandbox_containers() if c["Names"][0] == box.name]
-    assert left and box.exists()  # what a crash leaves behind
+    _crash_mid_replay(s, podman_engine, root)
     use_container(s, podman_engine)
     code, doc, _ = verify(s, "--kind", "physical")
     assert code == 0, doc["results"][0]["cause"]
+    assert_nothing_left(podman_engine, root)
+    # `serve` removes them when it starts
+    use_container(s, podman_engine, cpus=0.3)
+    box = _crash_mid_replay(s, podman_engine, root)
+    with serve(s.config_path, env=s3_env()) as served:
+        wait_for(lambda: not podman_engine.sandbox_containers() and not box.exists())
+        assert "removed sandboxes left by a killed run" in served.log()
     assert_nothing_left(podman_engine, root)
 
 
