@@ -408,21 +408,23 @@ def _wait_for_replay(root: Path, proc: subprocess.Popen[bytes]) -> Path:
     raise AssertionError("the sandbox never began replaying WAL")
 
 
-def _lots_of_wal(setup: Setup) -> None:
+def _slow_replay(setup: Setup, eng: Engine) -> Path:
+    """A physical backup followed by ~100 MB of WAL, replayed on a third of a CPU: a restore
+    test that stays in WAL replay for seconds. Returns the sandboxes' directory."""
+    _physical_backup(setup)
     for i in range(6):
         setup.cluster.sql(
             f"create table bulk{i} as select g, md5(g::text) from generate_series(1, 150000) g"
         )
     setup.wait_archived(setup.cluster.switch_wal())
+    return use_container(setup, eng, cpus=0.3)
 
 
 def test_container_killed_mid_restore_is_an_error_and_removed(
     setup15c: Setup, podman_engine: Engine
 ) -> None:
     s = setup15c
-    _physical_backup(s)
-    _lots_of_wal(s)
-    root = use_container(s, podman_engine, cpus=0.3)
+    root = _slow_replay(s, podman_engine)
     proc = _start_verify(s)
     box = _wait_for_replay(root, proc)
     (victim,) = [c for c in podman_engine.sandbox_containers() if c["Names"][0] == box.name]
@@ -449,9 +451,7 @@ def test_leftovers_of_a_crashed_run_are_removed_by_the_next(
     setup15c: Setup, podman_engine: Engine
 ) -> None:
     s = setup15c
-    _physical_backup(s)
-    _lots_of_wal(s)
-    root = use_container(s, podman_engine, cpus=0.3)
+    root = _slow_replay(s, podman_engine)
     _crash_mid_replay(s, podman_engine, root)
     use_container(s, podman_engine)
     code, doc, _ = verify(s, "--kind", "physical")
