@@ -473,3 +473,19 @@ def test_sandbox_errors_name_the_engine_fallback() -> None:
     with pytest.raises(SandboxError, match="does not answer.*verifier.sandbox: process"):
         ContainerSandbox(dataclasses.replace(settings), 15, Runner(), str(work))
     assert list(work.glob("pgproof-sandbox-*")) == []
+
+
+def test_image_without_the_major_is_named(podman_engine: Engine) -> None:
+    """The Debian PostgreSQL 15 image asked for a 16 backup: no /usr/lib/postgresql/16/bin
+    and no postgres on PATH."""
+    settings = ContainerSettings(
+        image="localhost/pgproof-sandbox:15", engine=podman_engine.url, pull="never"
+    )
+    root = private_dir("pgproof-nomajor-")
+    with pytest.raises(SandboxError) as info:
+        ContainerSandbox(settings, 16, Runner(), str(root))
+    assert "image localhost/pgproof-sandbox:15: no PostgreSQL server in the image" in str(
+        info.value
+    )
+    assert "/usr/lib/postgresql/16/bin/postgres nor postgres on PATH" in str(info.value)
+    assert_nothing_left(podman_engine, root)
