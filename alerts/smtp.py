@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -18,41 +17,10 @@ import aiosmtplib
 
 from alerts.errors import DeliveryError
 from alerts.render import Rendered
-from backups.settings import read_secret
+from alerts.settings import SmtpSettings as SmtpSettings  # the settings this client takes
 
 # subjects are kept under 250 characters: no folding needed (RFC 5322 allows 998)
 _POLICY = policy.SMTP.clone(max_line_length=998)
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    host: str
-    port: int
-    sender: str
-    to: tuple[str, ...]
-    starttls: bool = True
-    tls: bool = False
-    username: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    ca_file: str | None = None
-    verify: bool = True
-    timeout_seconds: float = 30.0
-
-    def password(self) -> str | None:
-        try:
-            return read_secret(self.password_env, self.password_file)
-        except LookupError as exc:
-            raise DeliveryError(str(exc.args[0])) from None
-
-    def tls_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context()
-        if self.ca_file:
-            ctx.load_verify_locations(self.ca_file)
-        if not self.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
 
 
 def build_message(settings: SmtpSettings, rendered: Rendered) -> EmailMessage:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from alerts.settings import SmtpSettings
 from backups.compression import parse_method
 from backups.lock import default_lock_dir
 from backups.settings import (
@@ -71,20 +72,11 @@ class VerifierConfig:
 
 
 @dataclass(frozen=True)
-class EmailConfig:
-    host: str
-    port: int
-    starttls: bool
-    tls: bool
-    sender: str
-    to: tuple[str, ...]
-    username: str | None
-    password_env: str | None
-    password_file: str | None
-    ca_file: str | None = None  # trust this CA (a private SMTP server) besides the system's
-    verify: bool = True
-    timeout_seconds: float = 30.0
-    templates_dir: str | None = None  # your own subject.j2 / body.txt.j2 / body.html.j2
+class EmailConfig(SmtpSettings):
+    """``alerts.email``: the SMTP settings (``ca_file`` trusts a private server's CA besides
+    the system's) and your own subject.j2 / body.txt.j2 / body.html.j2."""
+
+    templates_dir: str | None = None
 
 
 @dataclass(frozen=True)

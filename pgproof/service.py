@@ -18,7 +18,6 @@ from typing import Any
 
 from alerts.conditions import Thresholds, evaluate
 from alerts.notifier import Notifier, NotifierSettings
-from alerts.smtp import SmtpSettings
 from backups.storage.base import Repository
 from backups.storage.factory import open_all
 from exporters.collector import registry
@@ -71,24 +70,10 @@ def build_notifier(cfg: Config) -> Notifier | None:
     email = cfg.alerts.email
     if email is None:
         return None
-    smtp = SmtpSettings(
-        email.host,
-        email.port,
-        email.sender,
-        email.to,
-        email.starttls,
-        email.tls,
-        email.username,
-        email.password_env,
-        email.password_file,
-        email.ca_file,
-        email.verify,
-        email.timeout_seconds,
-    )
     state_file = cfg.alerts.state_file or os.path.join(cfg.lock_dir, "alerts-state.json")
     return Notifier(
         NotifierSettings(
-            smtp,
+            email,
             state_file,
             cfg.alerts.repeat_interval_seconds,
             templates_dir=email.templates_dir,

@@ -294,10 +294,6 @@ class ContainerSandbox(LocalDirSandbox):
             f"the sandbox container stopped while {doing} ({why}){self._logs_note()}"
         )
 
-    def _running(self) -> bool:
-        state = self._state()
-        return bool(state and state.get("Running"))
-
     # -- what the image has -----------------------------------------------------------------
     def _probe(self, major: int) -> tuple[str, str, bool]:
         debian = f"/usr/lib/postgresql/{major}/bin"
@@ -342,22 +338,10 @@ class ContainerSandbox(LocalDirSandbox):
             stem = self.work_dir / f".exec-{self._serial}"
         rc, out, err = (Path(f"{stem}.{x}") for x in ("rc", "out", "err"))
         wrapper = '"$@" >"$0.out" 2>"$0.err"; echo $? >"$0.rc.tmp" && mv "$0.rc.tmp" "$0.rc"'
-        container = self._container()
         started = time.monotonic()
-        try:
-            api = self._api()
-            exec_id = api.exec_create(
-                container.id,
-                ["/bin/sh", "-c", wrapper, str(stem), *argv],
-                environment=dict(env or {}),
-            )["Id"]
-            api.exec_start(exec_id, detach=True)
-        except docker.errors.APIError:
-            raise self._gone(doing) from None
-        except _ENGINE_ERRORS as exc:
-            raise _engine_error(self.settings, exc) from None
+        self._spawn(["/bin/sh", "-c", wrapper, str(stem), *argv], doing, env)
         delay, checked = 0.002, started
-        shown = self.runner.redact(shlex.join(argv))
+        doing = f"running {self.runner.redact(shlex.join(argv))[:200]}"
         try:
             while not rc.exists():
                 now = time.monotonic()
@@ -369,10 +353,7 @@ class ContainerSandbox(LocalDirSandbox):
                         self._read(err),
                         f"timed out after {timeout:g} s (the sandbox container was removed)",
                     )
-                if now - checked > 1.0:
-                    checked = now
-                    if not self._running():
-                        raise self._gone(f"running {shown[:200]}")
+                checked = self._check_alive(checked, doing)
                 time.sleep(delay)
                 delay = min(delay * 1.5, self.poll)
             code = int(rc.read_text().strip() or "-1")
@@ -385,6 +366,29 @@ class ContainerSandbox(LocalDirSandbox):
         if code not in ok_codes:
             raise CommandError(argv, code, stderr[-8192:])
         return result
+
+    def _spawn(self, argv: list[str], doing: str, env: Mapping[str, str] | None = None) -> None:
+        """Start ``argv`` in the container, detached (its end is seen through files)."""
+        container = self._container()
+        try:
+            api = self._api()
+            exec_id = api.exec_create(container.id, argv, environment=dict(env or {}))["Id"]
+            api.exec_start(exec_id, detach=True)
+        except docker.errors.APIError:
+            raise self._gone(doing) from None
+        except _ENGINE_ERRORS as exc:
+            raise _engine_error(self.settings, exc) from None
+
+    def _check_alive(self, checked: float, doing: str) -> float:
+        """Once a second, ask the engine whether the container still runs (SandboxError
+        naming why when it stopped); returns when it last asked."""
+        now = time.monotonic()
+        if now - checked <= 1.0:
+            return checked
+        state = self._state()
+        if not (state and state.get("Running")):
+            raise self._gone(doing)
+        return now
 
     def _read(self, path: Path) -> str:
         try:
@@ -428,15 +432,7 @@ class ContainerSandbox(LocalDirSandbox):
             str(self.log_file),
             str(self._server_rc),
         ]
-        container = self._container()
-        try:
-            api = self._api()
-            exec_id = api.exec_create(container.id, argv)["Id"]
-            api.exec_start(exec_id, detach=True)
-        except docker.errors.APIError:
-            raise self._gone("starting the server") from None
-        except _ENGINE_ERRORS as exc:
-            raise _engine_error(self.settings, exc) from None
+        self._spawn(argv, "starting the server")
         self.running = True
         ping = psycopg.pq.PGconn.ping
         target = self.conninfo().encode()
@@ -448,15 +444,12 @@ class ContainerSandbox(LocalDirSandbox):
             if self._server_rc.exists():
                 self.running = False
                 raise SandboxError(f"sandbox server exited while starting:\n{self.log_tail()}")
-            now = time.monotonic()
-            if now - checked > 1.0:
-                checked = now
-                if not self._running():
-                    self.running = False
-                    raise SandboxError(
-                        f"{self._gone('the server was starting')}\n{self.log_tail()}"
-                    )
-            if now - began > timeout:
+            try:
+                checked = self._check_alive(checked, "the server was starting")
+            except SandboxError as exc:
+                self.running = False
+                raise SandboxError(f"{exc}\n{self.log_tail()}") from None
+            if time.monotonic() - began > timeout:
                 raise SandboxError(f"sandbox not ready after {timeout:g} s:\n{self.log_tail()}")
             if on_wait is not None:
                 on_wait()

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 from backups import catalog, compression, walnames
 from backups.errors import CommandError
 from backups.progress import NullProgress
-from backups.runner import RunAs
 from verifier import checks, pitr, sandboxconf
 from verifier.errors import RestoreFailed, SandboxError
 from verifier.extract import extract, in_thread
@@ -60,6 +59,7 @@ def run_physical(job: RestoreJob) -> None:
                 sandbox.work_dir / "wal",
                 owner,
                 NullProgress(),
+                plain=not sandbox.has_zstd,  # the server's side cannot decompress
             )
         base = next(f for f in manifest.files if f.role == "base")
         chunks = verified_chunks(repo, manifest, base, progress)
@@ -94,8 +94,6 @@ def run_physical(job: RestoreJob) -> None:
     with timer.measure("recovery"):
         waldir = str(wal.directory) if wal else str(sandbox.work_dir / "wal")
         os.makedirs(waldir, exist_ok=True)
-        if wal is not None and not sandbox.has_zstd:
-            _unpack(wal, owner)  # the server's side has no zstd: hand it plain segments
         restore_command = local_restore_command(waldir)
         preload = _preload(sandbox)
         sandbox.configure(
@@ -331,26 +329,6 @@ def _conn_db(request: VerifyRequest) -> str:
     from verifier.run import _conninfo_db
 
     return _conninfo_db(request.target)
-
-
-def _unpack(wal: Prefetched, owner: RunAs | None) -> None:
-    """Decompress every prefetched segment in place (``zstd -d`` checks each frame's
-    checksum; so does this); the restore_command then copies plain files."""
-    for name in wal.segments:
-        packed = wal.directory / f"{name}.zst"
-        if not packed.exists():
-            continue
-        plain = wal.directory / name
-        try:
-            with packed.open("rb") as src, plain.open("wb") as dst:
-                for chunk in compression.zstd_decompress(iter(lambda: src.read(1 << 20), b"")):
-                    dst.write(chunk)
-        except compression.ZstdError as exc:
-            plain.unlink(missing_ok=True)
-            raise RestoreFailed(f"WAL segment {name} does not decompress: {exc}") from None
-        if owner is not None:
-            os.chown(plain, owner.uid, owner.gid)
-        packed.unlink()
 
 
 def _chown_tree(root: os.PathLike[str] | str, uid: int, gid: int) -> None:

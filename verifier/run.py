@@ -176,12 +176,13 @@ def verify(
         reap(request.sandbox_root, request.container)
     except EngineUnavailable:
         reap_leftovers(request.sandbox_root)  # the restore test itself will report the engine
+    major = manifest.pg_version_num // 10000
+    record.sandbox = "process" if request.container is None else "container"
     if request.container is not None:
-        record.sandbox = "container"
-        record.sandbox_image = request.container.image_for(manifest.pg_version_num // 10000)
+        record.sandbox_image = request.container.image_for(major)
     try:
-        sandbox = factory(manifest.pg_version_num // 10000, runner)
-        record.sandbox = sandbox.kind
+        sandbox = factory(major, runner)
+        record.sandbox = sandbox.kind  # a factory given by the caller may differ
         with sandbox.session():
             job = RestoreJob(
                 request, repos, repo, manifest, sandbox, runner, timer, record, progress

@@ -382,12 +382,9 @@ class ProcessSandbox(LocalDirSandbox):
         except (OSError, ValueError, IndexError):
             return None
 
-    def _postmaster_alive(self) -> bool:
+    def _server_up(self) -> bool:
         pid = self._postmaster_pid()
         return pid is not None and _alive(pid)
-
-    def _server_up(self) -> bool:
-        return self._postmaster_alive()
 
     def _kill_server(self) -> None:
         _kill_postmaster(self.data_dir)

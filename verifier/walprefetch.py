@@ -4,7 +4,8 @@ A restore_command that starts Python per segment would cost more than the replay
 every needed segment (and every timeline history file) is fetched up front, in parallel and
 as stored (zstd), its stored sha256 and the cluster's system identifier checked, continuity
 checked; the sandbox's restore_command only decompresses local files (``zstd -d``, which
-verifies each frame's checksum) while replay runs: the sandbox reaches no repository.
+verifies each frame's checksum) while replay runs: the sandbox reaches no repository. A
+sandbox without zstd (a container image) gets the segments decompressed here instead.
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ def prefetch(
     owner: RunAs | None,
     progress: Progress,
     workers: int = 4,
+    plain: bool = False,
 ) -> Prefetched:
+    """``plain``: segments decompressed here (their original bytes' sha256 checked), for a
+    server side without zstd; otherwise kept as stored."""
     seg = manifest.wal_segment_size
     listing = None
     for repo in sorted(repos, key=lambda r: r.kind != "filesystem"):
@@ -110,8 +114,13 @@ def prefetch(
 
     def one(name: str) -> int:
         try:
-            if walnames.classify(name) is walnames.WalKind.SEGMENT:
+            if walnames.classify(name) is walnames.WalKind.SEGMENT and not plain:
                 dest, header = walarchive.fetch_stored(target, repos, name, directory)
+            elif walnames.classify(name) is walnames.WalKind.SEGMENT:
+                dest = directory / name
+                walarchive.fetch(target, repos, name, dest)
+                with dest.open("rb") as fh:
+                    header = fh.read(8192)
             else:  # history files: plain, PostgreSQL reads them directly
                 dest = directory / name
                 walarchive.fetch(target, repos, name, dest)
