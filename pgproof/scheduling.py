@@ -89,13 +89,17 @@ class ChildRunner:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def argv(self, target: str, job: str) -> list[str]:
+        return self.command(target, JOB_ARGS[job])
+
+    def command(self, target: str, args: Sequence[str]) -> list[str]:
+        """``pgproof --config C <args> --target T`` with this interpreter."""
         return [
             sys.executable,
             "-m",
             "pgproof",
             "--config",
             self.config_path,
-            *JOB_ARGS[job],
+            *args,
             "--target",
             target,
         ]
@@ -236,7 +240,11 @@ class TargetWorker(threading.Thread):
 
 class Heartbeat:
     """Keeps ``pgproof heartbeat --target T`` running; restarts it (with a growing pause)
-    whenever it exits, e.g. while the source is down."""
+    whenever it exits. A failed beat (the source down) is retried by the process itself and
+    reported on its stderr, which is read as it comes (a pipe nobody reads would fill and stop
+    the heartbeat) and logged: each new message, a repeated one at most once a minute."""
+
+    REPEAT_SECONDS = 60.0
 
     def __init__(self, target: str, runner: ChildRunner):
         self.target = target
@@ -244,39 +252,57 @@ class Heartbeat:
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.next_start = 0.0
+        self.last_error = ""
+        self._reader: threading.Thread | None = None
 
     def tend(self, now: float) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
         if self.proc is not None:
-            err = (
-                self.proc.stderr.read().decode(errors="replace")[-500:] if self.proc.stderr else ""
-            )
+            if self._reader is not None:
+                self._reader.join(5)
             log.warning(
                 "heartbeat exited",
-                extra={"target": self.target, "code": self.proc.returncode, "stderr": err.strip()},
+                extra={
+                    "target": self.target,
+                    "code": self.proc.returncode,
+                    "stderr": self.last_error,
+                },
             )
             self.proc = None
             self.restarts += 1
             self.next_start = now + min(60.0, 2.0 ** min(self.restarts, 6))
         if now < self.next_start or self.runner.stopping.is_set():
             return
+        self.last_error = ""
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pgproof",
-                "--config",
-                self.runner.config_path,
-                "heartbeat",
-                "--target",
-                self.target,
-            ],
+            self.runner.command(self.target, ("heartbeat",)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=dict(self.runner.env),
             start_new_session=True,
         )
+        self._reader = threading.Thread(
+            target=self._read_errors,
+            args=(self.proc,),
+            name=f"pgproof-heartbeat-{self.target}",
+            daemon=True,
+        )
+        self._reader.start()
+
+    def _read_errors(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        logged_at = 0.0
+        with proc.stderr as stream:
+            for raw in stream:
+                line = raw.decode(errors="replace").strip()[-500:]
+                if not line:
+                    continue
+                now = time.monotonic()
+                if line != self.last_error or now - logged_at >= self.REPEAT_SECONDS:
+                    log.warning("heartbeat failed", extra={"target": self.target, "error": line})
+                    logged_at = now
+                self.last_error = line
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -286,6 +312,8 @@ class Heartbeat:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self._reader is not None:
+            self._reader.join(5)
 
 
 def build_schedule(
