@@ -1,7 +1,7 @@
 """Restore-test speed: pgproof verify against the same restore by hand and pgBackRest, one run.
 
 Usage (as root, after scripts/setup; apt-get install pgbackrest):
-    .venv/bin/python -m bench.bench_verify [--scale 100] [--wal-seconds 30]
+    .venv/bin/python -m bench.bench_verify [--scale 100] [--wal-seconds 30] [--container]
 
 A PostgreSQL 15 source with pgbench data archives through both pgproof and pgBackRest; after
 a physical backup by each, pgbench writes WAL for --wal-seconds. Then, printed with ratios:
@@ -11,11 +11,14 @@ a physical backup by each, pgbench writes WAL for --wal-seconds. Then, printed w
             vs pgbackrest restore (replays the same WAL) + start + wait
   logical   pgproof verify --kind logical vs initdb + pg_restore -j 2 into a default cluster
   replay    WAL replay throughput of the restore test, MB/s
+With --container, the same restore tests also run in the container sandbox (podman's Docker
+API, the image of scripts/build-sandbox-images), against the same references.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_backup import as_postgres, bench_source, mb, pgbackrest_conf, row
+from tests.support.engine import podman_service
 from tests.support.fixtures import PGPROOF, s3_env
 from tests.support.pgcluster import Cluster, private_dir
 from tests.support.seaweed import seaweed_server
@@ -130,7 +134,15 @@ def pgbackrest_restore(cluster: Cluster, conf: Path) -> float:
     return elapsed
 
 
-def pgproof_verify(config: Path, kind: str) -> tuple[float, dict[str, object]]:
+def pgproof_verify(
+    config: Path, kind: str, verifier: dict[str, Any] | None = None
+) -> tuple[float, dict[str, object]]:
+    if verifier is not None:
+        import yaml
+
+        doc = yaml.safe_load(config.read_text())
+        doc["verifier"] = verifier
+        config.write_text(yaml.safe_dump(doc))
     started = time.perf_counter()
     proc = subprocess.run(
         [PGPROOF, "--config", str(config), "verify", "--kind", kind, "--json"],
@@ -188,8 +200,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=int, default=100)
     parser.add_argument("--wal-seconds", type=int, default=30)
+    parser.add_argument("--container", action="store_true", help="also the container sandbox")
     args = parser.parse_args()
     with (
+        podman_service() if args.container else contextlib.nullcontext() as engine,
         seaweed_server() as s3,
         bench_source(args.scale, "pgproof-benchverify-", s3) as (base, cluster, config),
     ):
@@ -198,8 +212,19 @@ def main() -> int:
 
         doc = yaml.safe_load(config.read_text())
         doc["targets"][0]["heartbeat"] = {"enabled": False}
-        doc["verifier"] = {"workdir": str(base / "sandboxes"), "jobs": 2}
+        process = {"workdir": str(base / "sandboxes"), "jobs": 2}
+        doc["verifier"] = process
         config.write_text(yaml.safe_dump(doc))
+        container: dict[str, Any] | None = (
+            None
+            if engine is None
+            else {
+                **process,
+                "sandbox": "container",
+                "image": "localhost/pgproof-sandbox:{major}",
+                "container": {"engine": engine.url, "pull": "never", "memory_mb": 4096, "cpus": 2},
+            }
+        )
         conf = pgbackrest_conf(cluster, base)
         both = (
             f"{PGPROOF} --config {config} wal-push %p && "
@@ -237,7 +262,7 @@ def main() -> int:
         row("by hand: zstd | tar -x, zstd -d per segment, start", hand, None, hand)
         pgbr = pgbackrest_restore(cluster, conf)
         row("pgBackRest restore + archive-get replay + start", pgbr, None, hand)
-        total, record = pgproof_verify(config, "physical")
+        total, record = pgproof_verify(config, "physical", process)
         phases = record["phases"]  # type: ignore[index]
         restore_part = phases["fetch"] + phases["recovery"]  # type: ignore[operator]
         row("pgproof verify: fetch + recovery", restore_part, None, hand)
@@ -248,6 +273,17 @@ def main() -> int:
             f"pgproof/pgBackRest: {restore_part / pgbr:.2f}x (total {total / pgbr:.2f}x)"
         )
         print(f"  phases: {phases}; check seconds: {checks}")
+        if container:
+            total_c, record_c = pgproof_verify(config, "physical", container)
+            phases_c = record_c["phases"]  # type: ignore[index]
+            part_c = phases_c["fetch"] + phases_c["recovery"]  # type: ignore[operator]
+            row("container sandbox: fetch + recovery", part_c, None, hand)
+            row("container sandbox: total with every check", total_c, None, hand)
+            print(
+                f"  container/by hand (restore part): {part_c / hand:.2f}x; container/pgBackRest:"
+                f" {part_c / pgbr:.2f}x (total {total_c / pgbr:.2f}x); container/process total:"
+                f" {total_c / total:.2f}x (+{total_c - total:.2f} s)"
+            )
         all_checks: list[dict[str, Any]] = record["checks"]  # type: ignore[assignment]
         segments = next(c for c in all_checks if c["name"] == "wal_replay")["evidence"][
             "wal_segments"
@@ -273,9 +309,16 @@ def main() -> int:
         logical_dir = repo / "main" / "backups" / manifest["id"]
         hand_l = by_hand_logical(cluster, logical_dir, manifest)
         row("by hand: initdb + pg_restore -j 2 (default cluster)", hand_l, None, hand_l)
-        total_l, record_l = pgproof_verify(config, "logical")
+        total_l, record_l = pgproof_verify(config, "logical", process)
         row("pgproof verify --kind logical: total with checks", total_l, None, hand_l)
         print(f"  phases: {record_l['phases']}")
+        if container:
+            total_lc, record_lc = pgproof_verify(config, "logical", container)
+            row("container sandbox: total with checks", total_lc, None, hand_l)
+            print(
+                f"  phases: {record_lc['phases']}; container/process: {total_lc / total_l:.2f}x "
+                f"(+{total_lc - total_l:.2f} s)"
+            )
     return 0
 
 
