@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from backups.dbprops import DatabaseProperties, RoleInfo
 from backups.errors import CatalogError, StorageError
 from backups.layout import backup_prefix, backups_prefix, results_prefix, wal_prefix
 from backups.storage.base import Repository
@@ -75,6 +76,8 @@ class DatabaseDump:
     file: str
     format: str
     tables: tuple[TableCount, ...] = ()
+    # at the dump's snapshot (None in manifests of pgproof before 0.2)
+    properties: DatabaseProperties | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,10 @@ class Manifest:
     # logical
     snapshot: str | None = None
     databases: tuple[DatabaseDump, ...] = ()
+    # the roles pg_dumpall's globals hold (None: not captured, e.g. they changed meanwhile)
+    roles: tuple[RoleInfo, ...] | None = None
+    # physical: the cluster's bootstrap superuser (role oid 10), who the sandbox connects as
+    superuser: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
 
@@ -139,10 +146,9 @@ class Manifest:
             if raw.get("format") != MANIFEST_FORMAT:
                 raise CatalogError(f"{where}: unsupported manifest format {raw.get('format')!r}")
             raw["files"] = tuple(BackupFile(**f) for f in raw["files"])
-            raw["databases"] = tuple(
-                DatabaseDump(**{**d, "tables": tuple(TableCount(**t) for t in d.get("tables", ()))})
-                for d in raw.get("databases", ())
-            )
+            raw["databases"] = tuple(_database_dump(d) for d in raw.get("databases", ()))
+            if raw.get("roles") is not None:
+                raw["roles"] = tuple(RoleInfo.from_dict(r) for r in raw["roles"])
             raw["repositories"] = tuple(raw["repositories"])
             manifest = cls(**raw)
         except CatalogError:
@@ -158,6 +164,17 @@ class Manifest:
         parse_utc(manifest.started_at)
         parse_utc(manifest.finished_at)
         return manifest
+
+
+def _database_dump(raw: dict[str, Any]) -> DatabaseDump:
+    props = raw.get("properties")
+    return DatabaseDump(
+        **{
+            **raw,
+            "tables": tuple(TableCount(**t) for t in raw.get("tables", ())),
+            "properties": DatabaseProperties.from_dict(props) if props is not None else None,
+        }
+    )
 
 
 def write_manifest(repo: Repository, manifest: Manifest) -> None:

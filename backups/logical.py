@@ -21,8 +21,8 @@ from typing import Any
 
 from psycopg import sql
 
-from backups import catalog, compression, pgbin
-from backups.errors import BinaryNotFound, SourceError
+from backups import catalog, compression, dbprops, pgbin
+from backups.errors import BinaryNotFound, CommandError, SourceError
 from backups.fanout import fan_out
 from backups.jobs import BackupOutcome, RepoSet, commit, read_pipe, remove_partial
 from backups.progress import NullProgress, Progress, counted
@@ -102,11 +102,15 @@ class LogicalBackup:
         repos = RepoSet(list(self.repos))
         files: list[catalog.BackupFile] = []
         dumps: list[catalog.DatabaseDump] = []
+        roles = None
         try:
             wanted = self._databases()
             with self.source.libpq_env() as env:
                 if self.settings.globals:
+                    before = self._roles()
                     files.append(self._globals(bins, env, prefix, repos))
+                    after = self._roles()
+                    roles = after if after == before else None  # changed meanwhile: unknown
                 for name, oid in wanted:
                     dump, dump_files = self._database(bins, env, prefix, repos, name, oid, z_arg)
                     dumps.append(dump)
@@ -128,6 +132,7 @@ class LogicalBackup:
                 wal_segment_size=info.wal_segment_size,
                 data_checksums=info.data_checksums,
                 databases=tuple(dumps),
+                roles=roles,
             )
             return commit(self.repos, repos, manifest)
         except BaseException:
@@ -143,6 +148,10 @@ class LogicalBackup:
         if missing:
             raise SourceError(f"databases not found on the source: {', '.join(missing)}")
         return [(d, by_name[d]) for d in self.settings.databases]
+
+    def _roles(self) -> tuple[dbprops.RoleInfo, ...]:
+        with self.source.connect() as conn, self.source.errors("reading roles"):
+            return dbprops.read_roles(conn)
 
     def _globals(
         self, bins: pgbin.PgBinaries, env: dict[str, str], prefix: str, repos: RepoSet
@@ -171,48 +180,71 @@ class LogicalBackup:
         oid: int,
         z_arg: str,
     ) -> tuple[catalog.DatabaseDump, list[catalog.BackupFile]]:
+        """One database at an exported snapshot; every failure names the database."""
         conn = self.source.connect(name, autocommit=False)
-        counts: list[catalog.TableCount] = []
-        errors: list[BaseException] = []
         try:
             with self.source.errors(f"dumping database {name}"):
-                conn.execute("set transaction isolation level repeatable read, read only")
-                snapshot_row = conn.execute("select pg_export_snapshot()").fetchone()
-                assert snapshot_row is not None
-                snapshot = str(snapshot_row[0])
-                size_row = conn.execute("select pg_database_size(current_database())").fetchone()
-                total = int(size_row[0]) if size_row else None
-
-                def count() -> None:
-                    try:
-                        counts.extend(count_rows(conn))
-                    except BaseException as exc:  # noqa: BLE001 - re-raised below
-                        errors.append(exc)
-
-                counter = threading.Thread(target=count, name=f"count-{name}", daemon=True)
-                counter.start()
-                base = [
-                    f"--dbname={self.source.conninfo(name)}",
-                    f"--snapshot={snapshot}",
-                    f"--compress={z_arg}",
-                ]
-                self.progress.start(f"database {name}", total)
-                if self.settings.jobs > 1:
-                    files = self._directory_dump(bins, env, prefix, repos, base, oid)
-                    fmt = "directory"
-                else:
-                    files = [self._custom_dump(bins, env, prefix, repos, base, oid)]
-                    fmt = "custom"
-                self.progress.done()
-                counter.join()
-                if errors:
-                    raise SourceError(f"counting rows of {name} failed: {errors[0]}")
+                return self._dump_at_snapshot(conn, bins, env, prefix, repos, name, oid, z_arg)
+        except CommandError as exc:
+            raise SourceError(f"dumping database {name}: {exc}") from None
         finally:
             with contextlib.suppress(Exception):
                 conn.rollback()
             conn.close()
+
+    def _dump_at_snapshot(
+        self,
+        conn: Any,
+        bins: pgbin.PgBinaries,
+        env: dict[str, str],
+        prefix: str,
+        repos: RepoSet,
+        name: str,
+        oid: int,
+        z_arg: str,
+    ) -> tuple[catalog.DatabaseDump, list[catalog.BackupFile]]:
+        conn.execute("set transaction isolation level repeatable read, read only")
+        # counts that row security would filter must fail as pg_dump does, never shrink
+        conn.execute("set local row_security = off")
+        snapshot_row = conn.execute("select pg_export_snapshot()").fetchone()
+        assert snapshot_row is not None
+        snapshot = str(snapshot_row[0])
+        properties = dbprops.read_properties(conn)
+        size_row = conn.execute("select pg_database_size(current_database())").fetchone()
+        total = int(size_row[0]) if size_row else None
+        counts: list[catalog.TableCount] = []
+        errors: list[BaseException] = []
+
+        def count() -> None:
+            try:
+                counts.extend(count_rows(conn))
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+
+        counter = threading.Thread(target=count, name=f"count-{name}", daemon=True)
+        counter.start()
+        base = [
+            f"--dbname={self.source.conninfo(name)}",
+            f"--snapshot={snapshot}",
+            f"--compress={z_arg}",
+        ]
+        self.progress.start(f"database {name}", total)
+        try:
+            if self.settings.jobs > 1:
+                files = self._directory_dump(bins, env, prefix, repos, base, oid)
+                fmt = "directory"
+            else:
+                files = [self._custom_dump(bins, env, prefix, repos, base, oid)]
+                fmt = "custom"
+        finally:
+            counter.join()
+        self.progress.done()
+        if errors:
+            raise SourceError(f"counting rows of {name} failed: {errors[0]}")
         files = [dataclasses.replace(f, database=name) for f in files]
-        entry = catalog.DatabaseDump(name, files[0].name.split("/")[0], fmt, tuple(counts))
+        entry = catalog.DatabaseDump(
+            name, files[0].name.split("/")[0], fmt, tuple(counts), properties
+        )
         return entry, files
 
     def _custom_dump(

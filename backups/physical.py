@@ -206,6 +206,7 @@ class PhysicalBackup:
                     ),
                 ),
                 tools={"pg_basebackup": bins.version},
+                superuser=info.superuser,
                 pgproof_version=self.version,
                 repositories=tuple(r.name for r in repos.active),
                 wal_segment_size=seg,

@@ -34,10 +34,27 @@ class SourceInfo:
     in_recovery: bool
     archive_mode: str
     current_database: str
+    superuser: str  # the bootstrap superuser (role oid 10)
 
     @property
     def major(self) -> int:
         return self.server_version_num // 10000
+
+
+def text_safe(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    """Make text come back as ``str`` on a SQL_ASCII database too.
+
+    psycopg returns ``bytes`` for text on a SQL_ASCII connection (it cannot know the bytes'
+    encoding). The server converts nothing from SQL_ASCII, so a LATIN1 client encoding maps
+    every byte to one character and back: names and values round-trip exactly (shown as
+    Latin-1), and the same applies to a restored copy, so both sides compare equal.
+    """
+    if conn.info.encoding == "ascii":
+        autocommit = conn.autocommit
+        conn.autocommit = True
+        conn.execute("set client_encoding to 'LATIN1'")
+        conn.autocommit = autocommit
+    return conn
 
 
 def _escape_pgpass(value: str) -> str:
@@ -74,7 +91,7 @@ class Source:
         if self._password is not None:
             kwargs["password"] = self._password
         try:
-            return psycopg.connect(self.conninfo(dbname), **kwargs)
+            return text_safe(psycopg.connect(self.conninfo(dbname), **kwargs))
         except psycopg.Error as exc:
             message = self.runner.redact(str(exc).strip().splitlines()[0] if str(exc) else "")
             raise SourceError(f"cannot connect to source {self.describe()}: {message}") from None
@@ -88,7 +105,8 @@ class Source:
                 " current_setting('data_checksums') = 'on',"
                 " (select setting::bigint from pg_settings where name = 'wal_segment_size'),"
                 " (select timeline_id from pg_control_checkpoint()),"
-                " pg_is_in_recovery(), current_setting('archive_mode'), current_database()"
+                " pg_is_in_recovery(), current_setting('archive_mode'), current_database(),"
+                " (select rolname from pg_roles where oid = 10)"
             ).fetchone()
         assert row is not None
         return SourceInfo(
@@ -101,6 +119,7 @@ class Source:
             in_recovery=bool(row[6]),
             archive_mode=str(row[7]),
             current_database=str(row[8]),
+            superuser=str(row[9]),
         )
 
     def databases(self) -> list[tuple[str, int]]:

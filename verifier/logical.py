@@ -1,8 +1,10 @@
-"""Logical restore: roles from the globals dump, each database with pg_restore -j.
+"""Logical restore: roles and tablespaces from the globals dump, then each database
+recreated as its dump describes it with ``pg_restore --create -j``.
 
-Every error pg_restore and psql report is collected; the only one expected (and not
-counted) is the sandbox's own superuser already existing. Tablespace statements are left out:
-a sandbox has no production paths.
+Every error psql and pg_restore report is collected with the object and statement it came
+from. The sandbox's own superuser has a name no production role has, so the globals dump
+(which usually sets ``postgres``'s password) never changes it. Tablespaces are created in
+directories of the sandbox, never at production's paths.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from psycopg import sql
 
 from backups import catalog, compression, pgbin
 from backups.errors import CommandError
@@ -24,12 +24,29 @@ from verifier.fetch import download
 from verifier.sandbox import Sandbox
 
 _ERROR = re.compile(r"^(?:psql:.*?)?ERROR:\s*(.*)$|^pg_restore: error: (.*)$", re.M)
-_TABLESPACE = re.compile(r"^(CREATE|ALTER) TABLESPACE ", re.M)
+_TOC = re.compile(r"^pg_restore: from TOC entry \d+; \d+ \d+ (.*)$")
+_COMMAND = re.compile(r"^Command was: (.*)$")
+_CREATE_TABLESPACE = re.compile(r"^CREATE TABLESPACE (.+?) OWNER (.+?) LOCATION '(?:[^']|'')*';$")
 
 
 # Statements a newer pg_dump writes that an older server does not know, and that change
 # nothing about the data: (message pattern, newest server major that rejects it).
 BENIGN = ((re.compile(r'unrecognized configuration parameter "transaction_timeout"'), 16),)
+
+# Errors that say the sandbox lacks something production has (not that the backup is bad):
+# (pattern, what is missing). A restore test meeting one is an error naming it, never failed.
+MISSING = (
+    (re.compile(r'extension "([^"]+)" is not available'), "extension {}"),
+    (
+        re.compile(r'could not open extension control file "[^"]*/([^/"]+)\.control"'),
+        "extension {}",
+    ),
+    (re.compile(r'could not access file "\$libdir/([^"]+)"'), "library {}"),
+    (re.compile(r'could not load library "[^"]*?([^/"]+?)(?:\.so)?"'), "library {}"),
+    (re.compile(r'invalid locale name:? "?([^":]+)"?'), "locale {}"),
+    (re.compile(r'could not create locale "([^"]+)"'), "locale {}"),
+    (re.compile(r"ICU is not supported in this build"), "ICU support"),
+)
 
 
 @dataclass
@@ -38,7 +55,8 @@ class LogicalRestore:
     ignored: list[str] = field(default_factory=list)
     bytes_fetched: int = 0
     databases: list[str] = field(default_factory=list)
-    skipped_statements: int = 0
+    tablespaces: int = 0  # created inside the sandbox instead of production's paths
+    missing: list[str] = field(default_factory=list)  # what the sandbox lacks (see MISSING)
 
 
 def fetch(
@@ -72,43 +90,34 @@ def restore(
     jobs: int,
     timeout: float,
 ) -> LogicalRestore:
+    """Roles and tablespaces from the globals dump, then each database recreated as its dump
+    describes it (``pg_restore --create``: encoding, locale, owner, settings, ACL, comment)."""
     result = LogicalRestore()
     tools = pgbin.find_at_least(max(sandbox.major, _dump_major(manifest)), runner)
+    _require_extensions(sandbox, manifest)
     globals_file = next((f for f in manifest.files if f.role == "globals"), None)
     if globals_file is not None:
         text = compression.zstd_decompress_bytes((files / globals_file.name).read_bytes()).decode()
-        kept = []
-        for line in text.splitlines():
-            if _TABLESPACE.match(line):
-                result.skipped_statements += 1
-                continue
-            kept.append(line)
         script = files / "globals.sql"
-        script.write_text("\n".join(kept) + "\n")
+        script.write_text(_sandbox_tablespaces(text, sandbox, result))
         _chown_like(script, files)
         res = sandbox.run(
             "psql",
             ["-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", sandbox.conninfo(), "-f", str(script)],
             timeout=timeout,
         )
-        for line in _errors(res.stderr):
-            if re.search(r'role "[^"]+" already exists', line):
-                continue
-            result.errors.append(f"globals: {line}")
+        _collect(result, "globals", res.stderr, sandbox.major)
     for dump in manifest.databases:
         result.databases.append(dump.name)
-        if dump.name not in ("postgres",):
-            with sandbox.connect() as conn:
-                conn.execute(
-                    sql.SQL("create database {} template template0").format(
-                        sql.Identifier(dump.name)
-                    )
-                )
         argv = [
             tools.path("pg_restore"),
-            f"--dbname={sandbox.conninfo(dump.name)}",
+            # --create connects here first; --clean drops the sandbox's own copy of an
+            # initdb-made database (postgres) so that it is recreated as production's
+            f"--dbname={sandbox.conninfo('template1')}",
+            "--create",
+            "--clean",
+            "--if-exists",
             f"--jobs={max(jobs, 1)}",
-            "--no-tablespaces",
             str(files / dump.file),
         ]
         try:
@@ -117,18 +126,90 @@ def restore(
             )
         except CommandError as exc:
             raise SandboxError(f"pg_restore of {dump.name} did not run: {exc}") from None
-        for line in _errors(res.stderr):
-            benign = any(p.search(line) and sandbox.major <= top for p, top in BENIGN)
-            (result.ignored if benign else result.errors).append(f"{dump.name}: {line}")
-        if res.returncode != 0 and not _errors(res.stderr):
+        before = len(result.errors) + len(result.ignored)
+        _collect(result, dump.name, res.stderr, sandbox.major)
+        if res.returncode != 0 and len(result.errors) + len(result.ignored) == before:
             result.errors.append(
                 f"{dump.name}: pg_restore exited {res.returncode}: {res.stderr[-300:]}"
             )
     return result
 
 
-def _errors(stderr: str) -> list[str]:
-    return [(m.group(1) or m.group(2) or "").strip() for m in _ERROR.finditer(stderr)]
+def _require_extensions(sandbox: Sandbox, manifest: catalog.Manifest) -> None:
+    """Every extension the dumps use must exist where the sandbox runs, else the restore
+    test is an error naming them (production's data is not at fault)."""
+    wanted: dict[str, list[str]] = {}
+    for dump in manifest.databases:
+        for ext in dump.properties.extensions if dump.properties else ():
+            wanted.setdefault(ext.split(" ")[0], []).append(dump.name)
+    if not wanted:
+        return
+    with sandbox.connect() as conn:
+        available = {str(r[0]) for r in conn.execute("select name from pg_available_extensions")}
+    missing = sorted(set(wanted) - available)
+    if missing:
+        named = "; ".join(f"{e} (database {', '.join(wanted[e])})" for e in missing)
+        raise SandboxError(
+            f"the sandbox's PostgreSQL {sandbox.major} lacks extension(s) used by the backup: "
+            f"{named}; install them where the sandbox runs (or use an image that has them)"
+        )
+
+
+def _sandbox_tablespaces(text: str, sandbox: Sandbox, result: LogicalRestore) -> str:
+    """Production's tablespaces, created in directories of the sandbox instead."""
+    lines = []
+    for line in text.splitlines():
+        match = _CREATE_TABLESPACE.match(line)
+        if match:
+            result.tablespaces += 1
+            place = sandbox.work_dir / "tablespaces" / str(result.tablespaces)
+            place.mkdir(parents=True)
+            _chown_like(place, sandbox.work_dir)
+            _chown_like(place.parent, sandbox.work_dir)
+            line = f"CREATE TABLESPACE {match.group(1)} OWNER {match.group(2)} LOCATION '{place}';"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _collect(result: LogicalRestore, where: str, stderr: str, major: int) -> None:
+    """Sort the errors of psql or pg_restore: harmless, the sandbox lacking something, or
+    errors of the restore, each with the object (TOC entry) and statement that failed."""
+    for line in describe_errors(stderr):
+        if any(p.search(line) and major <= top for p, top in BENIGN):
+            result.ignored.append(f"{where}: {line}")
+            continue
+        for pattern, what in MISSING:
+            found = pattern.search(line)
+            if found:
+                name = what.format(*found.groups()) if found.groups() else what
+                if name not in result.missing:
+                    result.missing.append(name)
+        result.errors.append(f"{where}: {line}")
+
+
+def describe_errors(stderr: str) -> list[str]:
+    """Each ERROR with the TOC entry it came from and the first line of the command."""
+    found: list[str] = []
+    entry = ""
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines):
+        toc = _TOC.match(line)
+        if toc:
+            entry = toc.group(1).strip()
+            continue
+        match = _ERROR.match(line)
+        if not match:
+            continue
+        text = (match.group(1) or match.group(2) or "").strip()
+        if i + 1 < len(lines):
+            command = _COMMAND.match(lines[i + 1])
+            if command:
+                text += f" [statement: {command.group(1).strip()[:200]}]"
+        if entry:
+            text += f" [object: {entry}]"
+            entry = ""
+        found.append(text)
+    return found
 
 
 def _dump_major(manifest: catalog.Manifest) -> int:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from backups import catalog, compression, walnames
 from backups.errors import CommandError
 from backups.progress import NullProgress
-from verifier import checks, pitr, sandboxconf
+from verifier import checks, heartbeat, pitr, sandboxconf
 from verifier.errors import RestoreFailed, SandboxError
 from verifier.extract import extract, in_thread
 from verifier.fetch import verified_chunks
@@ -84,6 +84,8 @@ def run_physical(job: RestoreJob) -> None:
         if wal is not None:
             record.bytes_restored += wal.bytes
     verify_result = _verifybackup(sandbox, wal is None)
+    # the restored cluster's bootstrap superuser (trust on the private socket)
+    sandbox.user = manifest.superuser or "postgres"
     target, newest_commit = _target(request, manifest, sandbox, wal)
     record.pitr = {
         "requested": request.pitr or "latest",
@@ -143,31 +145,40 @@ def run_physical(job: RestoreJob) -> None:
     with timer.measure("checks"):
         results: list[CheckResult] = [verify_result, _replay_check(reached, target, wal, manifest)]
         if hb.enabled:
-            moment = target.time or reached.last_transaction
-            if moment is None:
-                results.append(CheckResult("heartbeat", "error", "no target time to check against"))
-            else:
-                hb_db = hb.database or _conn_db(request)
-                results.append(
-                    checks.guarded(
-                        "heartbeat",
-                        functools.partial(
-                            checks.heartbeat,
-                            sandbox,
-                            hb_db if hb_db in dbs else "postgres",
-                            moment,
-                            hb.every_seconds,
-                            request.heartbeat_slack_seconds,
+            hb_db = hb.database or _conn_db(request)
+            results.append(
+                checks.guarded(
+                    "heartbeat",
+                    functools.partial(
+                        _heartbeat,
+                        job,
+                        hb_db if hb_db in dbs else "postgres",
+                        heartbeat.window(
+                            target.time,
+                            reached.last_transaction,
+                            newest_commit,
+                            manifest.started,
+                            manifest.finished,
+                            hb.every_seconds + request.heartbeat_slack_seconds,
                         ),
-                    )
+                        wal,
+                        reached,
+                    ),
                 )
+            )
         # amcheck and the full read touch different things: run them side by side
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             parallel = [
                 pool.submit(
                     checks.guarded,
                     "amcheck",
-                    functools.partial(checks.amcheck, sandbox, dbs, request.heapallindexed),
+                    functools.partial(
+                        checks.amcheck,
+                        sandbox,
+                        request.heapallindexed,
+                        request.jobs,
+                        request.timeout_seconds,
+                    ),
                 ),
                 pool.submit(
                     checks.guarded,
@@ -190,6 +201,43 @@ def run_physical(job: RestoreJob) -> None:
             )
         )
     record.checks = results
+
+
+def _heartbeat(
+    job: RestoreJob,
+    dbname: str,
+    win: heartbeat.Window,
+    wal: Prefetched | None,
+    reached: pitr.Reached,
+) -> CheckResult:
+    """The heartbeat proof; the archived WAL is searched only when the beat is not in the
+    window (to tell a broken replay from a heartbeat that was not running)."""
+    restored = heartbeat.read_restored(job.sandbox, dbname)
+    evidence: dict[str, object] = {
+        "database": dbname,
+        "window_start": win.start.isoformat(),
+        "window_end": win.end.isoformat(),
+        "anchor": win.anchor,
+    }
+    archive = None
+    in_window = (
+        restored is not None
+        and restored.beat_at is not None
+        and win.start <= restored.beat_at <= win.end
+    )
+    if restored is not None and not in_window and wal is not None and reached.lsn:
+        archive = heartbeat.search_archive(
+            job.sandbox,
+            wal.directory,
+            wal.segments,
+            restored.relation,
+            walnames.parse_lsn(reached.lsn),
+            restored.beat_at,
+            job.manifest.wal_segment_size,
+        )
+    elif restored is not None and not in_window:
+        archive = heartbeat.ArchiveBeats((), 0, True)  # WAL inside the backup: replayed whole
+    return heartbeat.judge(restored, win, archive, evidence)
 
 
 def local_restore_command(waldir: str) -> str:

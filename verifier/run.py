@@ -237,10 +237,33 @@ def _logical(job: RestoreJob) -> None:
     conn_db = _conninfo_db(request.target) if _conninfo_db(request.target) in dbs else "postgres"
     with timer.measure("checks"):
         results: list[CheckResult] = [checks.restore_errors(restored.errors, restored.ignored)]
-        results.append(checks.guarded("row_counts", lambda: checks.row_counts(sandbox, manifest)))
-        results.append(
-            checks.guarded("amcheck", lambda: checks.amcheck(sandbox, dbs, request.heapallindexed))
-        )
+        if restored.missing:
+            # the sandbox lacks what production has: nothing restored can be judged
+            record.checks = results
+            raise SandboxError(
+                f"the sandbox lacks {', '.join(restored.missing)} (PostgreSQL {sandbox.major}); "
+                f"install it where the sandbox runs: {len(restored.errors)} restore errors "
+                f"follow from it, first: {restored.errors[0][:300]}"
+            )
+        for name, body in (
+            ("row_counts", functools.partial(checks.row_counts, sandbox, manifest)),
+            (
+                "database_properties",
+                functools.partial(checks.database_properties, sandbox, manifest),
+            ),
+            ("roles", functools.partial(checks.roles, sandbox, manifest)),
+            (
+                "amcheck",
+                functools.partial(
+                    checks.amcheck,
+                    sandbox,
+                    request.heapallindexed,
+                    request.jobs,
+                    request.timeout_seconds,
+                ),
+            ),
+        ):
+            results.append(checks.guarded(name, body))
         # No "readable" here: row_counts just read every table in full (sequential scans of
         # freshly loaded tables), so a pg_dump of what pg_restore wrote would prove nothing more.
         results += custom_checks(request, sandbox, conn_db)

@@ -30,6 +30,7 @@ import psycopg
 from backups.errors import CommandError
 from backups.pgbin import PgBinaries
 from backups.runner import CommandResult, Runner
+from backups.source import text_safe
 from verifier import sandboxconf
 from verifier.errors import SandboxError
 
@@ -60,8 +61,12 @@ class Sandbox(ABC):
     def work_dir(self) -> Path:
         """Scratch space owned by the postgres user (downloads, prefetched WAL)."""
 
+    user: str  # the database superuser pgproof connects as
+
     @abstractmethod
-    def initdb(self, checksums: bool = False) -> None: ...
+    def initdb(self, checksums: bool = False) -> None:
+        """A fresh cluster whose superuser (``user``) is the sandbox's own, with a name no
+        production role has."""
 
     @abstractmethod
     def configure(
@@ -105,8 +110,12 @@ class Sandbox(ABC):
         password = self._password()
         try:
             if password is None:
-                return psycopg.connect(self.conninfo(dbname, user), autocommit=True)
-            return psycopg.connect(self.conninfo(dbname, user), autocommit=True, password=password)
+                conn = psycopg.connect(self.conninfo(dbname, user), autocommit=True)
+            else:
+                conn = psycopg.connect(
+                    self.conninfo(dbname, user), autocommit=True, password=password
+                )
+            return text_safe(conn)
         except psycopg.Error as exc:
             raise SandboxError(f"cannot connect to the sandbox: {exc}") from None
 
@@ -189,6 +198,9 @@ class LocalDirSandbox(Sandbox):
 
     # -- cluster files -------------------------------------------------------------------
     def initdb(self, checksums: bool = False) -> None:
+        # The sandbox's own superuser has a name no production role has: a globals dump that
+        # sets `postgres`'s password (most do) then changes a role that is not ours.
+        self.user = f"pgproof_sandbox_{secrets.token_hex(4)}"
         pwfile = self.base / "work" / ".pw"
         pwfile.write_text(self.password + "\n")
         self._chown(pwfile)

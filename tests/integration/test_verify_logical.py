@@ -37,9 +37,13 @@ def test_logical_restore_test_passes_and_is_recorded(setup_matrix: Setup) -> Non
     assert set(names) == {
         "restore_errors",
         "row_counts",
+        "database_properties",
+        "roles",
         "amcheck",
         "custom:orders_not_empty",
     }
+    assert names["database_properties"]["verdict"] == "passed"
+    assert names["roles"]["evidence"]["roles"] >= 2  # postgres and reader
     assert names["row_counts"]["evidence"]["tables"] >= 2
     assert names["amcheck"]["evidence"]["indexes"] >= 3
     assert set(record["phases"]) >= {"fetch", "restore", "checks", "total"}
