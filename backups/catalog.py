@@ -110,7 +110,7 @@ class Manifest:
     databases: tuple[DatabaseDump, ...] = ()
     # the roles pg_dumpall's globals hold (None: not captured, e.g. they changed meanwhile)
     roles: tuple[RoleInfo, ...] | None = None
-    # physical: the cluster's bootstrap superuser (role oid 10), who the sandbox connects as
+    # the cluster's bootstrap superuser (role oid 10): the sandbox's superuser has its name
     superuser: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT

@@ -133,6 +133,7 @@ class LogicalBackup:
                 data_checksums=info.data_checksums,
                 databases=tuple(dumps),
                 roles=roles,
+                superuser=info.superuser,
             )
             return commit(self.repos, repos, manifest)
         except BaseException:

@@ -132,7 +132,9 @@ def roles(sandbox: Sandbox, manifest: catalog.Manifest) -> CheckResult:
         )
         return CheckResult("roles", "passed", f"not applicable: {reason}", {"applicable": False})
     with sandbox.connect() as conn:
-        restored = dbprops.read_roles(conn, exclude=(sandbox.user,))
+        # the sandbox's own superuser is left out unless it stands for the source's
+        own = () if sandbox.user == manifest.superuser else (sandbox.user,)
+        restored = dbprops.read_roles(conn, exclude=own)
     differences = dbprops.role_differences(manifest.roles, restored)
     evidence: dict[str, Any] = {
         "roles": len(manifest.roles),

@@ -99,7 +99,7 @@ def restore(
     if globals_file is not None:
         text = compression.zstd_decompress_bytes((files / globals_file.name).read_bytes()).decode()
         script = files / "globals.sql"
-        script.write_text(_sandbox_tablespaces(text, sandbox, result))
+        script.write_text(_own_superuser(_sandbox_tablespaces(text, sandbox, result), sandbox.user))
         _chown_like(script, files)
         res = sandbox.run(
             "psql",
@@ -153,6 +153,22 @@ def _require_extensions(sandbox: Sandbox, manifest: catalog.Manifest) -> None:
             f"the sandbox's PostgreSQL {sandbox.major} lacks extension(s) used by the backup: "
             f"{named}; install them where the sandbox runs (or use an image that has them)"
         )
+
+
+def _own_superuser(text: str, name: str) -> str:
+    """The sandbox's superuser has the source's bootstrap superuser's name but keeps its
+    own generated password: its CREATE ROLE (it exists) and PASSWORD clause are left out."""
+    quoted = '"' + name.replace('"', '""') + '"'
+    ident = f"(?:{re.escape(name)}|{re.escape(quoted)})"  # pg_dumpall quotes when needed
+    create = re.compile(rf"^CREATE ROLE {ident};$")
+    alter = re.compile(rf"^(ALTER ROLE {ident} WITH .*?)( PASSWORD '(?:[^']|'')*')(.*)$")
+    lines = []
+    for line in text.splitlines():
+        if create.match(line):
+            continue
+        line = alter.sub(r"\1\3", line)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def _sandbox_tablespaces(text: str, sandbox: Sandbox, result: LogicalRestore) -> str:

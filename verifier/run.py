@@ -226,7 +226,7 @@ def _logical(job: RestoreJob) -> None:
         files, fetched = logical.fetch(repo, manifest, sandbox, runner, progress)
     record.bytes_restored = fetched
     with timer.measure("restore"):
-        sandbox.initdb()
+        sandbox.initdb(superuser=manifest.superuser)
         sandbox.configure(fast=True)
         sandbox.start(timeout=120)
         restored = logical.restore(

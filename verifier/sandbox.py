@@ -64,9 +64,10 @@ class Sandbox(ABC):
     user: str  # the database superuser pgproof connects as
 
     @abstractmethod
-    def initdb(self, checksums: bool = False) -> None:
-        """A fresh cluster whose superuser (``user``) is the sandbox's own, with a name no
-        production role has."""
+    def initdb(self, checksums: bool = False, superuser: str | None = None) -> None:
+        """A fresh cluster with a generated password for its superuser ``user``: named
+        ``superuser`` (the source's bootstrap superuser, so that grants made by it restore
+        on PostgreSQL 16+), else a name no production role has."""
 
     @abstractmethod
     def configure(
@@ -197,10 +198,8 @@ class LocalDirSandbox(Sandbox):
             os.chown(path, ident.uid, ident.gid)
 
     # -- cluster files -------------------------------------------------------------------
-    def initdb(self, checksums: bool = False) -> None:
-        # The sandbox's own superuser has a name no production role has: a globals dump that
-        # sets `postgres`'s password (most do) then changes a role that is not ours.
-        self.user = f"pgproof_sandbox_{secrets.token_hex(4)}"
+    def initdb(self, checksums: bool = False, superuser: str | None = None) -> None:
+        self.user = superuser or f"pgproof_sandbox_{secrets.token_hex(4)}"
         pwfile = self.base / "work" / ".pw"
         pwfile.write_text(self.password + "\n")
         self._chown(pwfile)

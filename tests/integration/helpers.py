@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from typing import Any
 
 from backups import catalog
@@ -8,7 +10,7 @@ from backups.storage.base import Repository
 from backups.storage.filesystem import FilesystemRepository
 from backups.storage.s3 import S3Repository
 from backups.storage.s3options import S3Options
-from tests.support.fixtures import Setup
+from tests.support.fixtures import PGPROOF, Setup
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY
 
 
@@ -51,3 +53,29 @@ def seed(setup: Setup, rows: int = 1000) -> None:
     c.sql("create table items (id int primary key, name text)", dbname="app")
     c.sql("insert into items select g, 'item ' || g from generate_series(1, 250) g", dbname="app")
     c.sql("create role reader login")
+
+
+def backup_under_heartbeat(setup: Setup, seconds_after: float) -> str:
+    """As in production: the heartbeat (every 1 s) runs before, during and after the backup."""
+    beat = subprocess.Popen(
+        [PGPROOF, "--config", str(setup.config_path), "heartbeat"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.5)
+        backup_id = setup.pgproof("backup", "physical", check=True, timeout=1800).stdout.strip()
+        setup.cluster.sql(
+            "create table if not exists live_writes (id serial primary key, note text)"
+        )
+        deadline = time.monotonic() + seconds_after
+        i = 0
+        while time.monotonic() < deadline:
+            setup.cluster.sql(f"insert into live_writes (note) values ('live {i}')")
+            i += 1
+            time.sleep(0.2)
+    finally:
+        beat.terminate()
+        beat.wait(10)
+    setup.wait_archived(setup.cluster.switch_wal())
+    return backup_id

@@ -28,8 +28,7 @@ import pytest
 
 from backups import catalog, compression
 from backups.runner import Runner
-from tests.integration.helpers import load_json, repos_of, seed
-from tests.integration.test_verify_physical import backup_under_heartbeat
+from tests.integration.helpers import backup_under_heartbeat, load_json, repos_of, seed
 from tests.support.engine import BROKEN_IMAGE, Engine
 from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup, s3_env
 from tests.support.pgcluster import available_majors, private_dir

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import time
 from typing import Any
 
 import pytest
 
-from tests.integration.helpers import load_json, repos_of, seed
-from tests.support.fixtures import PGPROOF, Setup
+from tests.integration.helpers import backup_under_heartbeat, load_json, repos_of, seed
+from tests.support.fixtures import Setup
 
 pytestmark = pytest.mark.integration
 
@@ -19,29 +17,6 @@ def verify(setup: Setup, *args: str) -> tuple[int, dict[str, Any]]:
     proc = setup.pgproof("verify", "--kind", "physical", "--json", *args)
     assert proc.stdout, proc.stderr
     return proc.returncode, load_json(proc.stdout)
-
-
-def backup_under_heartbeat(setup: Setup, seconds_after: float) -> str:
-    """As in production: the heartbeat (every 1 s) runs before, during and after the backup."""
-    beat = subprocess.Popen(
-        [PGPROOF, "--config", str(setup.config_path), "heartbeat"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(1.5)
-        backup_id = setup.pgproof("backup", "physical", check=True).stdout.strip()
-        deadline = time.monotonic() + seconds_after
-        i = 0
-        while time.monotonic() < deadline:
-            setup.cluster.sql(f"insert into orders (note) values ('live {i}')")
-            i += 1
-            time.sleep(0.2)
-    finally:
-        beat.terminate()
-        beat.wait(10)
-    setup.wait_archived(setup.cluster.switch_wal())
-    return backup_id
 
 
 def test_physical_pitr_random_passes_with_heartbeat_proof(setup_matrix: Setup) -> None:
