@@ -204,7 +204,8 @@ def _collect(result: LogicalRestore, where: str, stderr: str, major: int) -> Non
 
 
 def describe_errors(stderr: str) -> list[str]:
-    """Each ERROR with the TOC entry it came from and the first line of the command."""
+    """Each ERROR with the TOC entry it came from, the first line of the command and the
+    error's context (which function, which COPY line), when the tool printed them."""
     found: list[str] = []
     entry = ""
     lines = stderr.splitlines()
@@ -217,10 +218,14 @@ def describe_errors(stderr: str) -> list[str]:
         if not match:
             continue
         text = (match.group(1) or match.group(2) or "").strip()
-        if i + 1 < len(lines):
-            command = _COMMAND.match(lines[i + 1])
+        for follow in lines[i + 1 : i + 12]:
+            if follow.startswith(("pg_restore:", "psql:")):
+                break
+            command = _COMMAND.match(follow)
             if command:
                 text += f" [statement: {command.group(1).strip()[:200]}]"
+            elif follow.startswith("CONTEXT:"):
+                text += f" [context: {follow[len('CONTEXT:') :].strip()[:200]}]"
         if entry:
             text += f" [object: {entry}]"
             entry = ""

@@ -1,0 +1,94 @@
+"""The heartbeat proof's decision and pg_waldump parsing, without I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from verifier import heartbeat
+from verifier.heartbeat import ArchiveBeats, Restored, Window
+
+T = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
+REL = (1663, 5, 16390)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T + dt.timedelta(seconds=seconds)
+
+
+WIN = Window(at(-15), T, "recovery target time")
+
+
+def judge(beat: dt.datetime | None, archive: ArchiveBeats | None = None) -> tuple[str, str]:
+    restored = Restored(beat, 7, REL)
+    result = heartbeat.judge(restored, WIN, archive, {})
+    return result.verdict, result.detail
+
+
+def test_beat_in_window_passes_without_the_archive() -> None:
+    assert judge(at(-3))[0] == "passed"
+
+
+def test_beat_after_the_target_fails() -> None:
+    verdict, detail = judge(at(2))
+    assert verdict == "failed" and "went past the target" in detail
+
+
+def test_stale_beat_with_later_beats_in_the_archive_fails() -> None:
+    archive = ArchiveBeats(((at(-50), "0/3000100"), (at(-5), "0/3000200")), 2, True)
+    verdict, detail = judge(at(-61), archive)
+    assert verdict == "failed"
+    assert "lacks 2 beat(s)" in detail and "0/3000200" in detail
+
+
+def test_stale_beat_and_no_later_beat_in_the_archive_is_an_error_naming_the_process() -> None:
+    archive = ArchiveBeats(((at(-3600), "0/3000100"),), 3, True)
+    verdict, detail = judge(at(-3600), archive)
+    assert verdict == "error" and "pgproof heartbeat" in detail
+
+
+def test_the_commit_of_the_restored_beat_itself_is_not_a_missing_beat() -> None:
+    archive = ArchiveBeats(((at(-3599.6), "0/3000100"),), 1, True)
+    assert judge(at(-3600), archive)[0] == "error"
+
+
+def test_beats_after_the_point_reached_are_not_missing() -> None:
+    archive = ArchiveBeats(((at(30), "0/3000900"),), 1, True)
+    assert judge(at(-100), archive)[0] == "error"
+
+
+def test_no_heartbeat_table_is_an_error_not_a_failure() -> None:
+    result = heartbeat.judge(None, WIN, None, {})
+    assert result.verdict == "error" and "pgproof heartbeat" in result.detail
+
+
+def test_table_without_a_row_and_an_archive_with_beats_fails() -> None:
+    archive = ArchiveBeats(((at(-4), "0/3000100"),), 1, True)
+    assert judge(None, archive)[0] == "failed"
+
+
+def test_window_falls_back_to_the_backup_span_when_nothing_committed_after_it() -> None:
+    started, finished = at(-40), at(-30)
+    win = heartbeat.window(None, None, None, started, finished, 15)
+    assert (win.start, win.end) == (at(-55), finished) and "backup" in win.anchor
+    win = heartbeat.window(None, at(-10), None, started, finished, 15)
+    assert (win.start, win.end) == (at(-25), at(-10))
+    assert heartbeat.window(T, at(-10), None, started, finished, 15).end == T
+
+
+WALDUMP = """\
+rmgr: Heap        len (rec/tot):     72/    72, tx:        745, lsn: 0/03000100, prev 0/030000C8, desc: HOT_UPDATE off 2 xmax 745 flags 0x10 ; new off 3 xmax 0, blkref #0: rel 1663/5/16390 blk 0
+rmgr: Heap        len (rec/tot):     54/    54, tx:        746, lsn: 0/03000148, prev 0/03000100, desc: INSERT off 9 flags 0x00, blkref #0: rel 1663/5/16384 blk 12
+rmgr: Transaction len (rec/tot):     34/    34, tx:        745, lsn: 0/03000180, prev 0/03000148, desc: COMMIT 2026-11-29 11:59:50.123456 UTC
+rmgr: Transaction len (rec/tot):     34/    34, tx:        746, lsn: 0/030001A8, prev 0/03000180, desc: COMMIT 2026-11-29 11:59:51.000000 UTC
+rmgr: Heap        len (rec/tot):     72/    72, tx:        747, lsn: 0/030001D0, prev 0/030001A8, desc: HOT_UPDATE off 3 xmax 747 flags 0x10 ; new off 4 xmax 0, blkref #0: rel 1663/5/16390 blk 0
+rmgr: Transaction len (rec/tot):     34/    34, tx:        747, lsn: 0/03000220, prev 0/030001D0, desc: COMMIT 2026-11-29 11:59:59.000000 UTC
+"""
+
+
+def test_parse_waldump_finds_heartbeat_commits_up_to_the_point_reached() -> None:
+    beats, oldest = heartbeat.parse_waldump(WALDUMP, REL, 0x030001FF)
+    assert [lsn for _, lsn in beats] == ["0/03000180"]  # tx 747 commits after the point
+    assert oldest == dt.datetime(2026, 11, 29, 11, 59, 50, 123456, tzinfo=dt.UTC)
+    beats, _ = heartbeat.parse_waldump(WALDUMP, REL, 0x04000000)
+    assert len(beats) == 2
+    assert heartbeat.parse_waldump(WALDUMP, (1663, 5, 1), 0x04000000)[0] == []
