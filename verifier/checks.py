@@ -186,7 +186,10 @@ def amcheck(sandbox: Sandbox, heapallindexed: bool, jobs: int, timeout: float) -
         "heapallindexed": heapallindexed,
     }
     if res.returncode == 2 or damaged:
-        named = [f"{rel} ({', '.join(b[:3])})" if b else rel for rel, b in damaged.items()]
+        named = [
+            f"{rel} ({', '.join(b[:3])}){_toast_owner(sandbox, rel)}" if b else rel
+            for rel, b in damaged.items()
+        ]
         evidence["damaged"] = named[:MAX_LISTED]
         evidence["report"] = out[-4000:]
         first = named[0] if named else out.strip().splitlines()[0] if out.strip() else "?"
@@ -205,6 +208,22 @@ def amcheck(sandbox: Sandbox, heapallindexed: bool, jobs: int, timeout: float) -
         f"({evidence['user_heap_tables']} and {evidence['user_indexes']} outside the catalogs)",
         evidence,
     )
+
+
+def _toast_owner(sandbox: Sandbox, relation: str) -> str:
+    """ ", TOAST of <table>" for a damaged TOAST table (pg_amcheck names only the TOAST)."""
+    db, sep, toast = relation.split(" ", 2)[-1].rpartition(".pg_toast.")  # "heap table X"
+    if not sep:
+        return ""
+    try:
+        with sandbox.connect(db) as conn:
+            row = conn.execute(
+                "select c.oid::regclass::text from pg_class c where c.reltoastrelid = %s::regclass",
+                (f"pg_toast.{toast}",),
+            ).fetchone()
+    except (psycopg.Error, VerifierError):
+        return ""
+    return f", TOAST of {row[0]}" if row else ""
 
 
 def _user(qualified: str) -> bool:

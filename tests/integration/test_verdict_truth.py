@@ -25,6 +25,7 @@ from tests.integration.helpers import backup_under_heartbeat, load_json, repos_o
 from tests.support.fixtures import PGPROOF, Setup
 from verifier import run
 from verifier.records import ResultRecord
+from verifier.sandbox import ProcessSandbox
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ class TamperingRunner(Runner):
         super().__init__()
         self.database, self.statements, self.done = database, list(statements), False
 
-    def run(self, argv: list[str], **kw: Any) -> CommandResult:  # type: ignore[override]
+    def run(self, argv: list[str], **kw: Any) -> CommandResult:
         result = super().run(argv, **kw)
         if os.path.basename(argv[0]) == "pg_restore" and not self.done:
             target = next(a for a in argv if a.startswith("--dbname="))[len("--dbname=") :]
@@ -46,7 +47,7 @@ class TamperingRunner(Runner):
             passfile = (kw.get("env") or {}).get("PGPASSFILE")
             try:
                 with psycopg.connect(
-                    pg_conninfo.make_conninfo(**params), autocommit=True, passfile=passfile
+                    pg_conninfo.make_conninfo("", **params), autocommit=True, passfile=passfile
                 ) as conn:
                     for statement in self.statements:
                         conn.execute(statement.encode())
@@ -149,7 +150,7 @@ class RestoresIntoUtf8(Runner):
 
     done = False
 
-    def run(self, argv: list[str], **kw: Any) -> CommandResult:  # type: ignore[override]
+    def run(self, argv: list[str], **kw: Any) -> CommandResult:
         result = super().run(argv, **kw)
         if os.path.basename(argv[0]) != "pg_restore" or self.done:
             return result
@@ -158,12 +159,12 @@ class RestoresIntoUtf8(Runner):
         params = pg_conninfo.conninfo_to_dict(target)
         passfile = (kw.get("env") or {}).get("PGPASSFILE")
         with psycopg.connect(
-            pg_conninfo.make_conninfo(**params), autocommit=True, passfile=passfile
+            pg_conninfo.make_conninfo("", **params), autocommit=True, passfile=passfile
         ) as conn:
             conn.execute("drop database legacy")
             conn.execute("create database legacy encoding 'UTF8' locale 'C' template template0")
         params["dbname"] = "legacy"
-        again = [argv[0], f"--dbname={pg_conninfo.make_conninfo(**params)}", argv[-1]]
+        again = [argv[0], f"--dbname={pg_conninfo.make_conninfo('', **params)}", argv[-1]]
         return super().run(again, **kw)
 
 
@@ -214,7 +215,7 @@ def test_a_missing_extension_is_an_error_naming_it(fs_only15: Setup) -> None:
     fs_only15.cluster.sql("create extension hstore")
     fs_only15.pgproof("backup", "logical", check=True)
 
-    class NoHstore(run.ProcessSandbox):
+    class NoHstore(ProcessSandbox):
         def connect(self, dbname: str = "postgres", user: str | None = None) -> Any:
             conn = super().connect(dbname, user)
             conn.execute(
@@ -303,7 +304,7 @@ def test_a_restored_copy_lacking_archived_beats_fails(fs_only15: Setup) -> None:
     beats would leave): the archived WAL holds later beats, so this is damage."""
     backup_under_heartbeat(fs_only15, 3)
 
-    class LosesBeats(run.ProcessSandbox):
+    class LosesBeats(ProcessSandbox):
         def start(self, timeout: float, on_wait: Callable[[], None] | None = None) -> None:
             super().start(timeout, on_wait)  # recovery done, promoted
             with self.connect() as conn:

@@ -136,7 +136,9 @@ def write_config(
     path.chmod(0o644)
 
 
-def make_setup(major: int, s3: SeaweedS3 | None, archive: bool = True) -> Setup:
+def make_setup(
+    major: int, s3: SeaweedS3 | None, archive: bool = True, checksums: bool = True
+) -> Setup:
     if not postgres_can_run_pgproof():
         pytest.skip("the postgres OS user cannot run this venv's pgproof (venv under /root?)")
     base = private_dir("pgproof-setup-")
@@ -156,7 +158,7 @@ def make_setup(major: int, s3: SeaweedS3 | None, archive: bool = True) -> Setup:
             "archive_command": f"'{PGPROOF} --config {config_path} wal-push %p'",
             "archive_timeout": "0",
         }
-    cluster.initdb(settings=settings)
+    cluster.initdb(checksums=checksums, settings=settings)
     cluster.start()
     return Setup(cluster, config_path, repo_dir, bucket, s3)
 

@@ -123,7 +123,7 @@ def props(**changes: object) -> DatabaseProperties:
         large_object_bytes=1000,
         extensions=("hstore 1.8",),
     )
-    return DatabaseProperties(**{**base.__dict__, **changes})  # type: ignore[arg-type]
+    return DatabaseProperties(**{**base.__dict__, **changes})
 
 
 def test_database_property_differences_are_named() -> None:

@@ -1,0 +1,42 @@
+"""Damage to PostgreSQL data files, byte by byte, for tests that must see it named: a heap
+tuple's xmin set past the next transaction id (verify_heapam reports it), and a btree leaf
+item's key made larger than the next one (bt_index_check's order invariant)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+PAGE = 8192
+LP_NORMAL = 1
+
+
+def _items(page: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of each normal line pointer."""
+    lower = struct.unpack_from("<H", page, 12)[0]
+    found = []
+    for at in range(24, lower, 4):
+        word = struct.unpack_from("<I", page, at)[0]
+        off, flags, length = word & 0x7FFF, (word >> 15) & 0x3, word >> 17
+        if flags == LP_NORMAL and length:
+            found.append((off, length))
+    return found
+
+
+def break_heap_tuple(path: Path, block: int = 0) -> None:
+    """The first tuple of ``block`` claims an xmin from the future."""
+    data = bytearray(path.read_bytes())
+    page = block * PAGE
+    off, _ = _items(bytes(data[page : page + PAGE]))[0]
+    struct.pack_into("<I", data, page + off, 0xFFFFFFF0)
+    path.write_bytes(bytes(data))
+
+
+def break_btree_order(path: Path, block: int = 1) -> None:
+    """On a leaf page of an int4 btree, the second item's key becomes the largest int."""
+    data = bytearray(path.read_bytes())
+    page = block * PAGE
+    items = _items(bytes(data[page : page + PAGE]))
+    off, _ = items[1]
+    struct.pack_into("<i", data, page + off + 8, 2**31 - 1)  # IndexTupleData is 8 bytes
+    path.write_bytes(bytes(data))
