@@ -94,7 +94,7 @@ def restore(
     describes it (``pg_restore --create``: encoding, locale, owner, settings, ACL, comment)."""
     result = LogicalRestore()
     tools = pgbin.find_at_least(max(sandbox.major, _dump_major(manifest)), runner)
-    _require_extensions(sandbox, manifest)
+    server = _require_extensions(sandbox, manifest)
     globals_file = next((f for f in manifest.files if f.role == "globals"), None)
     if globals_file is not None:
         text = compression.zstd_decompress_bytes((files / globals_file.name).read_bytes()).decode()
@@ -132,20 +132,27 @@ def restore(
             result.errors.append(
                 f"{dump.name}: pg_restore exited {res.returncode}: {res.stderr[-300:]}"
             )
+    if result.errors and server < manifest.pg_version_num:
+        # an older minor release than the source's cannot be told from a bad dump
+        result.missing.append(
+            f"PostgreSQL {manifest.pg_version} or newer (the sandbox runs "
+            f"{server // 10000}.{server % 100}; a dump of a newer release may use what it lacks)"
+        )
     return result
 
 
-def _require_extensions(sandbox: Sandbox, manifest: catalog.Manifest) -> None:
+def _require_extensions(sandbox: Sandbox, manifest: catalog.Manifest) -> int:
     """Every extension the dumps use must exist where the sandbox runs, else the restore
-    test is an error naming them (production's data is not at fault)."""
+    test is an error naming them (production's data is not at fault). Returns the sandbox
+    server's version number."""
     wanted: dict[str, list[str]] = {}
     for dump in manifest.databases:
         for ext in dump.properties.extensions if dump.properties else ():
             wanted.setdefault(ext.split(" ")[0], []).append(dump.name)
-    if not wanted:
-        return
     with sandbox.connect() as conn:
+        row = conn.execute("select current_setting('server_version_num')::int").fetchone()
         available = {str(r[0]) for r in conn.execute("select name from pg_available_extensions")}
+    server = int(row[0]) if row else 0
     missing = sorted(set(wanted) - available)
     if missing:
         named = "; ".join(f"{e} (database {', '.join(wanted[e])})" for e in missing)
@@ -153,6 +160,7 @@ def _require_extensions(sandbox: Sandbox, manifest: catalog.Manifest) -> None:
             f"the sandbox's PostgreSQL {sandbox.major} lacks extension(s) used by the backup: "
             f"{named}; install them where the sandbox runs (or use an image that has them)"
         )
+    return server
 
 
 def _own_superuser(text: str, name: str) -> str:
