@@ -110,7 +110,11 @@ def damage(cluster: Cluster) -> list[str]:
     break_btree_order(cluster.datadir / index, block=1)
     break_heap_tuple(cluster.datadir / toast, block=10)
     cluster.start()
-    return ["public.pgbench_accounts", "public.pgbench_accounts_pkey", toast_name]
+    return [
+        "heap table postgres.public.pgbench_accounts (block 1000)",
+        "btree index postgres.public.pgbench_accounts_pkey",
+        f"heap table postgres.{toast_name} (block 10), TOAST of documents",
+    ]
 
 
 def main() -> None:
@@ -135,9 +139,9 @@ def main() -> None:
                 record = restore_test(config)
                 report("damaged", record)
                 amcheck = next(c for c in record["checks"] if c["name"] == "amcheck")
-                named = " ".join(amcheck["evidence"].get("damaged", []))
+                named = amcheck["evidence"].get("damaged", [])
                 for relation in wanted:
-                    print(f"    {relation:<32} {'named' if relation in named else 'NOT NAMED'}")
+                    print(f"    {'named' if relation in named else 'NOT NAMED':<10} {relation}")
         finally:
             if cluster is not None:
                 cluster.destroy()

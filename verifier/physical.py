@@ -183,7 +183,13 @@ def run_physical(job: RestoreJob) -> None:
                 pool.submit(
                     checks.guarded,
                     "readable",
-                    functools.partial(checks.readable, sandbox, dbs, request.timeout_seconds),
+                    functools.partial(
+                        checks.readable,
+                        sandbox,
+                        dbs,
+                        manifest.data_checksums,
+                        request.timeout_seconds,
+                    ),
                 ),
             ]
             results += [f.result() for f in parallel]
