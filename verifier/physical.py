@@ -141,6 +141,7 @@ def run_physical(job: RestoreJob) -> None:
     started = catalog.parse_utc(record.started_at)
     record.rpo_seconds = round(max(0.0, (started - recoverable).total_seconds()), 3)
     dbs = _databases(sandbox)
+    _require_extensions(sandbox, dbs)
     hb = request.target.heartbeat
     with timer.measure("checks"):
         results: list[CheckResult] = [verify_result, _replay_check(reached, target, wal, manifest)]
@@ -377,6 +378,27 @@ def _databases(sandbox: Sandbox) -> list[str]:
             "select datname from pg_database where datallowconn and not datistemplate order by 1"
         ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def _require_extensions(sandbox: Sandbox, dbs: list[str]) -> None:
+    """The restored databases' extensions must be installable where the sandbox runs: a
+    table of an extension's type cannot be read without its library, and that is the
+    sandbox's lack, not damage (an error naming them, never a failed check)."""
+    with sandbox.connect() as conn:
+        available = {str(r[0]) for r in conn.execute("select name from pg_available_extensions")}
+    missing: dict[str, list[str]] = {}
+    for db in dbs:
+        with sandbox.connect(db) as conn:
+            for (name,) in conn.execute("select extname from pg_extension"):
+                if str(name) not in available:
+                    missing.setdefault(str(name), []).append(db)
+    if missing:
+        named = "; ".join(f"{e} (database {', '.join(d)})" for e, d in sorted(missing.items()))
+        raise SandboxError(
+            f"the sandbox's PostgreSQL {sandbox.major} lacks extension(s) the restored "
+            f"databases use: {named}; install them where the sandbox runs (or use an image "
+            f"that has them)"
+        )
 
 
 def _conn_db(request: VerifyRequest) -> str:
