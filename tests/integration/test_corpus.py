@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import backup_under_heartbeat, load_json
-from tests.support.corpus import RegressionRun, build_regression, load_rich_schema
+from tests.support.corpus import (
+    RegressionRun,
+    build_regression,
+    load_rich_schema,
+    object_counts,
+)
 from tests.support.fixtures import Setup, destroy_setup, make_setup
 from tests.support.pgcluster import available_majors
 
@@ -60,6 +65,7 @@ def test_regression_database_logical_restore_test_passes(
 ) -> None:
     setup, run = regression
     assert run.tests > 150, run  # the parallel schedule ran (diffs do not matter here)
+    print(f"regression database: {run}, {object_counts(setup.cluster)}")
     setup.pgproof("backup", "logical", check=True, timeout=1800)
     record = verify(setup, "--kind", "logical")
     checks = assert_every_check_passed(record, LOGICAL_CHECKS)
@@ -96,6 +102,7 @@ def rich(pg_major: int) -> Iterator[Setup]:
 
 def test_rich_schema_restore_tests_pass(rich: Setup) -> None:
     setup = rich
+    print(f"rich schema PG {setup.cluster.major}: {object_counts(setup.cluster)}")
     setup.pgproof("backup", "logical", check=True)
     record = verify(setup, "--kind", "logical")
     checks = assert_every_check_passed(record, LOGICAL_CHECKS)
@@ -103,7 +110,10 @@ def test_rich_schema_restore_tests_pass(rich: Setup) -> None:
     assert {"shop", "latin1db", "sqlascii", "eucjp", "postgres"} <= set(props["databases"])
     assert props["large_objects"] == 5
     assert checks["roles"]["evidence"]["roles"] >= 4
+    major = setup.cluster.major
+    print(f"rich schema PG {major} logical: {record['phases']}")
 
     backup_under_heartbeat(setup, 4)
     record = verify(setup, "--kind", "physical", "--pitr", "random")
     assert_every_check_passed(record, PHYSICAL_CHECKS)
+    print(f"rich schema PG {major} physical random: {record['phases']}")

@@ -101,3 +101,48 @@ def build_regression(cluster: Cluster) -> RegressionRun:
         return RegressionRun(total, failed, res.seconds)
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+COUNTS = """
+select
+  count(*) filter (where c.relkind = 'r' and user_schema),
+  count(*) filter (where c.relkind = 'p'),
+  count(*) filter (where c.relkind = 'i' and user_schema),
+  count(*) filter (where c.relkind = 'I'),
+  count(*) filter (where c.relkind = 'm'),
+  count(*) filter (where c.relkind = 'v' and user_schema),
+  count(*) filter (where c.relkind = 'f'),
+  count(*) filter (where c.relkind = 'S'),
+  count(*) filter (where c.relpersistence = 'u'),
+  (select count(*) from pg_largeobject_metadata),
+  (select count(*) from pg_extension),
+  pg_database_size(current_database())
+from pg_class c join pg_namespace n on n.oid = c.relnamespace,
+  lateral (select n.nspname !~ '^pg_' and n.nspname <> 'information_schema' as user_schema) u
+"""
+COUNT_NAMES = (
+    "tables",
+    "partitioned tables",
+    "indexes",
+    "partitioned indexes",
+    "matviews",
+    "views",
+    "foreign tables",
+    "sequences",
+    "unlogged relations",
+    "large objects",
+    "extensions",
+    "bytes",
+)
+
+
+def object_counts(cluster: Cluster) -> dict[str, int]:
+    """Objects in every database of ``cluster`` that accepts connections (for reports)."""
+    total = dict.fromkeys(COUNT_NAMES, 0)
+    total["databases"] = 0
+    for (db,) in cluster.sql("select datname from pg_database where datallowconn"):
+        row = cluster.sql(COUNTS, dbname=str(db))[0]
+        for name, value in zip(COUNT_NAMES, row, strict=True):
+            total[name] += int(value)
+        total["databases"] += 1
+    return total
