@@ -25,12 +25,14 @@ select to_jsonb(d) - 'datfrozenxid' - 'datminmxid' - 'datlastsysoid',
             from pg_db_role_setting r, unnest(r.setconfig) c
            where r.setdatabase = d.oid) q),
        (select count(*) from pg_largeobject_metadata),
-       case when has_table_privilege('pg_catalog.pg_largeobject', 'select')
-            then (select coalesce(sum(octet_length(data)), 0) from pg_largeobject) end,
+       has_table_privilege('pg_catalog.pg_largeobject', 'select'),
        (select coalesce(array_agg(e.extname || ' ' || e.extversion order by e.extname), '{}')
           from pg_extension e)
 from pg_database d where d.datname = current_database()
 """
+# a separate statement: privileges are checked for every table a statement names, even in a
+# branch that never runs, and a refusal would end the dump's snapshot transaction
+_LARGE_OBJECT_BYTES = "select coalesce(sum(octet_length(data)), 0) from pg_largeobject"
 
 _ROLES = """
 select r.rolname,
@@ -144,6 +146,10 @@ def read_properties(conn: Any) -> DatabaseProperties:
     cols: dict[str, Any] = row[0]
     provider = str(cols.get("datlocprovider") or "c")
     locale = cols.get("datlocale", cols.get("daticulocale"))
+    lo_bytes = None
+    if row[7]:
+        found = conn.execute(_LARGE_OBJECT_BYTES).fetchone()
+        lo_bytes = int(found[0]) if found else None
     return DatabaseProperties(
         encoding=str(row[1]),
         collate=str(cols.get("datcollate") or ""),
@@ -157,7 +163,7 @@ def read_properties(conn: Any) -> DatabaseProperties:
         comment=row[4],
         settings=tuple(str(s) for s in row[5]),
         large_objects=int(row[6]),
-        large_object_bytes=int(row[7]) if row[7] is not None else None,
+        large_object_bytes=lo_bytes,
         extensions=tuple(str(e) for e in row[8]),
     )
 

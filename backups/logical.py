@@ -183,36 +183,6 @@ class LogicalBackup:
     ) -> tuple[catalog.DatabaseDump, list[catalog.BackupFile]]:
         """One database at an exported snapshot; every failure names the database."""
         conn = self.source.connect(name, autocommit=False)
-        try:
-            with self.source.errors(f"dumping database {name}"):
-                return self._dump_at_snapshot(conn, bins, env, prefix, repos, name, oid, z_arg)
-        except CommandError as exc:
-            raise SourceError(f"dumping database {name}: {exc}") from None
-        finally:
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            conn.close()
-
-    def _dump_at_snapshot(
-        self,
-        conn: Any,
-        bins: pgbin.PgBinaries,
-        env: dict[str, str],
-        prefix: str,
-        repos: RepoSet,
-        name: str,
-        oid: int,
-        z_arg: str,
-    ) -> tuple[catalog.DatabaseDump, list[catalog.BackupFile]]:
-        conn.execute("set transaction isolation level repeatable read, read only")
-        # counts that row security would filter must fail as pg_dump does, never shrink
-        conn.execute("set local row_security = off")
-        snapshot_row = conn.execute("select pg_export_snapshot()").fetchone()
-        assert snapshot_row is not None
-        snapshot = str(snapshot_row[0])
-        properties = dbprops.read_properties(conn)
-        size_row = conn.execute("select pg_database_size(current_database())").fetchone()
-        total = int(size_row[0]) if size_row else None
         counts: list[catalog.TableCount] = []
         errors: list[BaseException] = []
 
@@ -222,26 +192,41 @@ class LogicalBackup:
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 errors.append(exc)
 
-        counter = threading.Thread(target=count, name=f"count-{name}", daemon=True)
-        counter.start()
-        base = [
-            f"--dbname={self.source.conninfo(name)}",
-            f"--snapshot={snapshot}",
-            f"--compress={z_arg}",
-        ]
-        self.progress.start(f"database {name}", total)
         try:
-            if self.settings.jobs > 1:
-                files = self._directory_dump(bins, env, prefix, repos, base, oid)
-                fmt = "directory"
-            else:
-                files = [self._custom_dump(bins, env, prefix, repos, base, oid)]
-                fmt = "custom"
+            with self.source.errors(f"dumping database {name}"):
+                conn.execute("set transaction isolation level repeatable read, read only")
+                # counts that row security would filter must fail as pg_dump does, not shrink
+                conn.execute("set local row_security = off")
+                snapshot_row = conn.execute("select pg_export_snapshot()").fetchone()
+                assert snapshot_row is not None
+                properties = dbprops.read_properties(conn)
+                size_row = conn.execute("select pg_database_size(current_database())").fetchone()
+                counter = threading.Thread(target=count, name=f"count-{name}", daemon=True)
+                counter.start()
+                base = [
+                    f"--dbname={self.source.conninfo(name)}",
+                    f"--snapshot={snapshot_row[0]}",
+                    f"--compress={z_arg}",
+                ]
+                self.progress.start(f"database {name}", int(size_row[0]) if size_row else None)
+                try:
+                    if self.settings.jobs > 1:
+                        files = self._directory_dump(bins, env, prefix, repos, base, oid)
+                        fmt = "directory"
+                    else:
+                        files = [self._custom_dump(bins, env, prefix, repos, base, oid)]
+                        fmt = "custom"
+                finally:
+                    counter.join()
+                self.progress.done()
+                if errors:
+                    raise SourceError(f"counting rows of {name} failed: {errors[0]}")
+        except CommandError as exc:
+            raise SourceError(f"dumping database {name}: {exc}") from None
         finally:
-            counter.join()
-        self.progress.done()
-        if errors:
-            raise SourceError(f"counting rows of {name} failed: {errors[0]}")
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            conn.close()
         files = [dataclasses.replace(f, database=name) for f in files]
         entry = catalog.DatabaseDump(
             name, files[0].name.split("/")[0], fmt, tuple(counts), properties

@@ -157,12 +157,25 @@ _CORRUPT = re.compile(r'^(heap table|btree index) "(.*?)"(?:, block (\d+))?[^\n]
 _SYSTEM_SCHEMAS = ("pg_catalog", "pg_toast", "information_schema")
 
 
-def amcheck(sandbox: Sandbox, heapallindexed: bool, jobs: int, timeout: float) -> CheckResult:
-    """pg_amcheck over every database: heap and TOAST structure (verify_heapam) and every
-    btree index. Relations it cannot check (partitioned indexes and tables, which have no
+def amcheck(
+    sandbox: Sandbox,
+    heapallindexed: bool,
+    jobs: int,
+    timeout: float,
+    restored: Sequence[str] | None = None,
+) -> CheckResult:
+    """pg_amcheck: heap and TOAST structure (verify_heapam) and every btree index, of every
+    database (a physical restore: production's catalogs too), or of the ``restored``
+    databases without their system catalogs (a logical restore: those are the sandbox's own
+    writes). Relations it cannot check (partitioned indexes and tables, which have no
     storage; temporary and unlogged relations where they have no data) are not checked, as
     pg_amcheck decides; it reports damage with exit status 2 and the relation named."""
-    args = ["--all", "--install-missing", f"--jobs={max(jobs, 1)}", "--verbose"]
+    args = ["--install-missing", f"--jobs={max(jobs, 1)}", "--verbose"]
+    if restored is None:
+        args.append("--all")
+    else:
+        args += ["--exclude-schema=pg_catalog", "--exclude-schema=information_schema"]
+        args += [f'--database="{db.replace(chr(34), chr(34) * 2)}"' for db in restored]
     if heapallindexed:
         args.append("--heapallindexed")
     res = sandbox.run("pg_amcheck", args, timeout=timeout, ok_codes=(0, 1, 2))

@@ -260,6 +260,7 @@ def _logical(job: RestoreJob) -> None:
                     request.heapallindexed,
                     request.jobs,
                     request.timeout_seconds,
+                    dbs,
                 ),
             ),
         ):

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import conninfo as pg_conninfo
 
-from backups import pgbin
+from backups import catalog, pgbin
 from backups.runner import CommandResult, Runner
 from backups.storage.factory import open_all
 from pgproof import config as pgconfig
@@ -58,17 +58,30 @@ class TamperingRunner(Runner):
         return result
 
 
-def verify_with(setup: Setup, runner: Runner, kind: str = "logical") -> ResultRecord:
+def verify_with(
+    setup: Setup,
+    runner: Runner,
+    kind: str = "logical",
+    sandbox: type[ProcessSandbox] | None = None,
+    pitr: str | None = None,
+) -> ResultRecord:
+    """A restore test in this process, through the seams: ``runner`` runs every command,
+    ``sandbox`` (a ProcessSandbox subclass) is the sandbox."""
     cfg = pgconfig.load(str(setup.config_path))
     target = cfg.targets[0]
     request = run.VerifyRequest(
         target=target.settings,
         kind=kind,  # type: ignore[arg-type]
+        pitr=pitr,
         custom_checks=tuple((c.name, c.sql) for c in target.checks),
     )
+    factory = None
+    if sandbox is not None:
+        box = sandbox
+        factory = lambda major, runner: box(pgbin.find(major, runner), runner)  # noqa: E731
     repos = open_all(target.settings.repositories)
     try:
-        return run.verify(request, repos, runner, "test")
+        return run.verify(request, repos, runner, "test", sandbox_factory=factory)
     finally:
         for repo in repos:
             repo.close()
@@ -229,20 +242,7 @@ def test_a_missing_extension_is_an_error_naming_it(fs_only15: Setup, kind: str) 
             )
             return conn
 
-    cfg = pgconfig.load(str(fs_only15.config_path))
-    target = cfg.targets[0]
-    repos = open_all(target.settings.repositories)
-    try:
-        record = run.verify(
-            run.VerifyRequest(target=target.settings, kind=kind),  # type: ignore[arg-type]
-            repos,
-            Runner(),
-            "test",
-            sandbox_factory=lambda major, runner: NoHstore(pgbin.find(major, runner), runner),
-        )
-    finally:
-        for repo in repos:
-            repo.close()
+    record = verify_with(fs_only15, Runner(), kind, sandbox=NoHstore)
     assert record.verdict == "error", record.cause
     assert "lacks extension(s)" in record.cause and "hstore (database postgres)" in record.cause
 
@@ -313,21 +313,34 @@ def test_a_restored_copy_lacking_archived_beats_fails(fs_only15: Setup) -> None:
             with self.connect() as conn:
                 conn.execute("update pgproof.heartbeat set beat_at = beat_at - interval '1 hour'")
 
-    cfg = pgconfig.load(str(fs_only15.config_path))
-    target = cfg.targets[0]
-    repos = open_all(target.settings.repositories)
-    try:
-        record = run.verify(
-            run.VerifyRequest(target=target.settings, kind="physical", pitr="latest"),
-            repos,
-            Runner(),
-            "test",
-            sandbox_factory=lambda major, runner: LosesBeats(pgbin.find(major, runner), runner),
-        )
-    finally:
-        for repo in repos:
-            repo.close()
+    record = verify_with(fs_only15, Runner(), "physical", sandbox=LosesBeats, pitr="latest")
     result = check(record, "heartbeat")
     assert result.verdict == "failed", result
     assert "lacks" in result.detail and "archived WAL holds" in result.detail
-    assert repos_of(fs_only15)  # the repository is still there, untouched but the record
+
+
+def test_a_backup_role_that_is_not_superuser(fs_only15: Setup) -> None:
+    """The database's owner backs it up: what it cannot read (pg_largeobject's bytes) is
+    recorded as unknown, never guessed, and the restore test still passes."""
+    c = fs_only15.cluster
+    c.sql("create role dumper login")
+    c.sql("create database owned owner dumper")
+    c.sql("create table t (id int primary key)", dbname="owned")
+    c.sql("insert into t select generate_series(1, 10)", dbname="owned")
+    c.sql("alter table t owner to dumper", dbname="owned")
+    c.sql("select lo_from_bytea(4242, 'abc')", dbname="owned")
+    c.sql("alter large object 4242 owner to dumper", dbname="owned")
+    fs_only15.edit_config(
+        lambda d: d["targets"][0].update(
+            conninfo=c.conninfo("owned", user="dumper"),
+            logical={"databases": ["owned"], "no_role_passwords": True},
+        )
+    )
+    fs_only15.pgproof("backup", "logical", check=True)
+    repo = repos_of(fs_only15)[0]
+    manifest = catalog.read_manifest(repo, "main", catalog.scan(repo, "main")[0].id)
+    props = manifest.databases[0].properties
+    assert props is not None and props.large_objects == 1
+    assert props.large_object_bytes is None  # not readable by dumper: unknown, not 0
+    record = verify_with(fs_only15, Runner())
+    assert record.verdict == "passed", record.cause
