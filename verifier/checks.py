@@ -1,8 +1,11 @@
 """The checks run on a restored sandbox; each returns a verdict with evidence.
 
-A check that could not run is an ``error``, never a pass. Names are stable (they appear in
-result records, metrics and reports): ``restore_errors``, ``row_counts``, ``amcheck``,
-``readable``, ``checksums``, ``heartbeat``, ``wal_replay`` and ``custom:<name>``.
+A check that could not run is an ``error``, never a pass; a check that does not apply says
+so in its evidence (``applicable: false``) and passes; only evidence of damage is
+``failed``. Names are stable (they appear in result records, metrics and reports):
+``restore_errors``, ``row_counts``, ``database_properties``, ``roles``, ``amcheck``,
+``readable``, ``checksums``, ``heartbeat`` (verifier.heartbeat), ``verifybackup`` and
+``wal_replay`` (verifier.physical) and ``custom:<name>``.
 """
 
 from __future__ import annotations

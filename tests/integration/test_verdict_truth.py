@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -23,7 +23,8 @@ from backups.runner import CommandResult, Runner
 from backups.storage.factory import open_all
 from pgproof import config as pgconfig
 from tests.integration.helpers import backup_under_heartbeat, load_json, repos_of
-from tests.support.fixtures import PGPROOF, Setup
+from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup
+from tests.support.pgcluster import available_majors
 from verifier import run
 from verifier.records import ResultRecord
 from verifier.sandbox import ProcessSandbox
@@ -98,21 +99,35 @@ def check(record: ResultRecord, name: str) -> Any:
     return next(c for c in record.checks if c.name == name)
 
 
-@pytest.fixture
-def shop(fs_only15: Setup) -> Setup:
-    c = fs_only15.cluster
-    c.sql("create role clerk login")
-    c.sql("create database shop owner clerk")
-    c.sql("alter database shop set work_mem = '8MB'")
-    c.sql("comment on database shop is 'the shop'")
-    c.sql("create table items (id int primary key, name text)", dbname="shop")
-    c.sql("insert into items select g, 'item ' || g from generate_series(1, 100) g", dbname="shop")
-    c.sql("select lo_from_bytea(0, 'one'), lo_from_bytea(0, 'two')", dbname="shop")
-    c.sql("create database legacy encoding 'SQL_ASCII' locale 'C' template template0")
-    c.sql("create table t (v text)", dbname="legacy")
-    c.sql("insert into t values (convert_from('\\x6361666520e9', 'SQL_ASCII'))", dbname="legacy")
-    fs_only15.pgproof("backup", "logical", check=True)
-    return fs_only15
+@pytest.fixture(scope="module")
+def shop() -> Iterator[Setup]:
+    """One source and one logical backup for every test that breaks a restored copy (each
+    restore test is independent and writes nothing but its record)."""
+    if 15 not in available_majors():
+        pytest.skip("PostgreSQL 15 not installed")
+    setup = make_setup(15, None)
+    try:
+        c = setup.cluster
+        c.sql("create role clerk login")
+        c.sql("create database shop owner clerk")
+        c.sql("alter database shop set work_mem = '8MB'")
+        c.sql("comment on database shop is 'the shop'")
+        c.sql("create table items (id int primary key, name text)", dbname="shop")
+        c.sql(
+            "insert into items select g, 'item ' || g from generate_series(1, 100) g",
+            dbname="shop",
+        )
+        c.sql("select lo_from_bytea(0, 'one'), lo_from_bytea(0, 'two')", dbname="shop")
+        c.sql("create database legacy encoding 'SQL_ASCII' locale 'C' template template0")
+        c.sql("create table t (v text)", dbname="legacy")
+        c.sql(
+            "insert into t values (convert_from('\\x6361666520e9', 'SQL_ASCII'))",
+            dbname="legacy",
+        )
+        setup.pgproof("backup", "logical", check=True)
+        yield setup
+    finally:
+        destroy_setup(setup)
 
 
 def test_untouched_restore_passes(shop: Setup) -> None:
