@@ -212,7 +212,17 @@ def check(
         age = (now - m.finished).total_seconds()
         if age > max_age_seconds:
             problems.append(
-                f"newest {kind} backup {m.id} is {age / 3600:.1f} h old "
-                f"(maximum {max_age_seconds / 3600:.1f} h)"
+                f"newest {kind} backup {m.id} is {span(age)} old (maximum {span(max_age_seconds)})"
             )
     return HealthReport(target, reports, problems, catalog.utc_iso(now))
+
+
+def span(seconds: float) -> str:
+    """A duration as people read it: 45 s, 12 min, 3.5 h, 2.1 d."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"

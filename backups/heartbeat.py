@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,13 +44,51 @@ class Beat:
 
 
 def beat(source: Source, interval: float, database: str | None = None) -> Beat:
-    with source.connect(database) as conn:
+    """One beat; SourceError for anything the source says or does (unreachable, restarting,
+    read-only, in recovery during a failover), so that the caller can wait and retry."""
+    with source.connect(database) as conn, source.errors("writing the heartbeat"):
+        row = conn.execute("select pg_is_in_recovery()").fetchone()
+        if row is not None and row[0]:
+            raise SourceError(
+                f"source {source.describe()} is in recovery (a standby, or a failover in "
+                f"progress): the heartbeat waits for a primary"
+            )
         conn.execute(DDL)
         row = conn.execute(
             BEAT, {"interval": interval, "writer": f"pgproof@{socket.gethostname()}"}
         ).fetchone()
     assert row is not None
     return Beat(row[0])
+
+
+@dataclass
+class _Reported:
+    message: str = ""
+    at: float = float("-inf")
+    repeats: int = 0
+
+
+def throttled(
+    report: Callable[[str], None],
+    every: float = 60.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[SourceError], None]:
+    """An error hook for :func:`run_forever` that reports a new message at once and the same
+    one again at most every ``every`` seconds, with how often it happened meanwhile (a
+    source down for an hour is 60 lines, not 360)."""
+    last = _Reported()
+
+    def hook(exc: SourceError) -> None:
+        message, now = str(exc), clock()
+        if message == last.message and now - last.at < every:
+            last.repeats += 1
+            return
+        again = message == last.message and last.repeats > 0
+        suffix = f" (and {last.repeats} more times since the last report)" if again else ""
+        report(message + suffix)
+        last.message, last.at, last.repeats = message, now, 0
+
+    return hook
 
 
 def run_forever(

@@ -384,7 +384,9 @@ def cmd_heartbeat(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
         hb.every_seconds,
         stop,
         hb.database,
-        on_error=lambda exc: _err(f"heartbeat on {target.name}: {exc}"),
+        on_error=heartbeat.throttled(
+            lambda message: _err(f"heartbeat on {target.name}: {message}")
+        ),
     )
     return EXIT_OK
 
