@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO
@@ -53,14 +54,29 @@ class RepoSet:
 def commit(
     all_repos: Sequence[Repository], repos: RepoSet, manifest: catalog.Manifest
 ) -> BackupOutcome:
-    """Write the manifest, the commit mark, last; clean what failed repositories hold."""
-    for repo in list(repos.active):
-        try:
-            catalog.write_manifest(repo, manifest)
-        except Exception as exc:  # noqa: BLE001 - StorageError or an OS-level failure
-            repos.drop(repo.name, str(exc))  # BackupFailed when it was the last one
+    """Write the manifest, the commit mark, last; clean what failed repositories hold.
+
+    A manifest lists exactly the repositories that hold the complete backup: when one fails
+    at its manifest write, the manifests already written elsewhere are written again
+    without it (until no write fails), so no repository's view claims a copy that is not
+    there."""
+    written: dict[str, tuple[str, ...]] = {}
+    while True:
+        current = dataclasses.replace(manifest, repositories=tuple(r.name for r in repos.active))
+        dropped = False
+        for repo in list(repos.active):
+            if written.get(repo.name) == current.repositories:
+                continue
+            try:
+                catalog.write_manifest(repo, current)
+                written[repo.name] = current.repositories
+            except Exception as exc:  # noqa: BLE001 - StorageError or an OS-level failure
+                repos.drop(repo.name, str(exc))  # BackupFailed when it was the last one
+                dropped = True
+        if not dropped:
+            break
     remove_partial([r for r in all_repos if r.name in repos.failed], manifest.target, manifest.id)
-    return BackupOutcome(manifest, tuple(r.name for r in repos.active), dict(repos.failed))
+    return BackupOutcome(current, tuple(r.name for r in repos.active), dict(repos.failed))
 
 
 def remove_partial(repos: Sequence[Repository], target: str, backup_id: str) -> None:

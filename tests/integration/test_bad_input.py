@@ -329,3 +329,24 @@ def test_physical_backup_with_archiving_broken_fails_instead_of_waiting(fs_only1
     assert [i for i in complete_ids(repo) if "physical" in i] == []
     status = load_json((s.repo_dir / "main" / "jobs" / "physical.json").read_text())
     assert status["status"] == "failed" and "archive" in status["error"]
+
+
+@pytest.mark.parametrize("kind", ["logical", "physical"])
+def test_s3_failing_at_the_manifest_leaves_no_manifest_claiming_it(
+    setup15: Setup, proxy: FaultProxy, kind: str
+) -> None:
+    """The last step of a backup fails on S3: the filesystem keeps the backup, and its
+    manifest names only the repository that holds it."""
+    random_table(setup15)
+    through(setup15, proxy, max_attempts=2)
+    proxy.fail(
+        lambda method, path: method == "PUT" and path.split("?")[0].endswith("manifest.json"), None
+    )
+    proc = setup15.pgproof("backup", kind, "--json")
+    assert proc.returncode == 1
+    doc = load_json(proc.stdout)
+    assert doc["stored_in"] == ["local"] and "offsite" in doc["failed"]
+    local, offsite = repos_of(setup15)
+    manifest = catalog.read_manifest(local, "main", doc["backup_id"])
+    assert manifest.repositories == ("local",)
+    assert [k for k in all_keys(offsite) if "/backups/" in k] == []
