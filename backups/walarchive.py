@@ -220,11 +220,12 @@ def fetch(
 
 def fetch_stored(
     target: str, repos: Sequence[Repository], name: str, directory: Path
-) -> tuple[Path, bytes]:
+) -> tuple[Path, bytes, list[str]]:
     """Copy ``name`` as stored (``.zst`` kept) into ``directory``, its stored sha256 checked.
 
-    Returns the file written and the first 8 KiB of the original WAL bytes (for header checks).
-    Decompression is left to whoever replays it (``zstd -d`` verifies the frame checksum).
+    Returns the file written, the first 8 KiB of the original WAL bytes (for header checks)
+    and the bad copies skipped on the way (repository: problem). Decompression is left to
+    whoever replays it (``zstd -d`` verifies the frame checksum).
     """
 
     def keep(key: str, data: bytes, meta: dict[str, str]) -> tuple[Path, bytes, bytes]:
@@ -233,9 +234,9 @@ def fetch_stored(
             return directory / (name + compression.ZSTD_SUFFIX), data, head
         return directory / name, data, data[:8192]
 
-    _, (dest, data, head), _ = _first_intact(target, repos, name, keep)
+    _, (dest, data, head), problems = _first_intact(target, repos, name, keep)
     _write_atomic(dest, [data])
-    return dest, head
+    return dest, head, problems
 
 
 def _write_atomic(dest: Path, chunks: Iterable[bytes]) -> None:

@@ -316,13 +316,18 @@ def _newest_commit(sandbox: Sandbox, wal: Prefetched) -> dt.datetime | None:
 def _replay_check(
     reached: pitr.Reached, target: pitr.Target, wal: Prefetched | None, manifest: catalog.Manifest
 ) -> CheckResult:
-    evidence = {
+    evidence: dict[str, object] = {
         "reached_lsn": reached.lsn,
         "stop_reason": reached.stop_reason,
         "target": target.describe(),
         "wal_segments": len(wal.segments) if wal else 0,
         "archive_ends_with": wal.last_segment if wal else None,
     }
+    if wal and wal.bad_copies:
+        # replay used a good copy from another repository; the bad one is the repository's
+        # problem (`pgproof check` names it), not the backup's
+        evidence["bad_copies_skipped"] = list(wal.bad_copies[:20])
+        evidence["bad_copies_count"] = len(wal.bad_copies)
     if reached.lsn is None:
         return CheckResult(
             "wal_replay", "error", "the server log does not say where redo ended", evidence
@@ -350,8 +355,14 @@ def _replay_check(
         return CheckResult(
             "wal_replay", "failed", "recovery ended without reaching the target time", evidence
         )
+    skipped = ""
+    if wal and wal.bad_copies:
+        skipped = f"; {len(wal.bad_copies)} bad WAL copies skipped, first {wal.bad_copies[0]}"
     return CheckResult(
-        "wal_replay", "passed", f"replayed to {reached.lsn} ({target.describe()})", evidence
+        "wal_replay",
+        "passed",
+        f"replayed to {reached.lsn} ({target.describe()}){skipped}",
+        evidence,
     )
 
 

@@ -31,6 +31,7 @@ class Prefetched:
     histories: list[str]
     last_segment: str | None  # the newest archived segment on the replay path
     bytes: int
+    bad_copies: tuple[str, ...] = ()  # "repository: problem" of copies skipped for a good one
 
 
 def plan(
@@ -112,19 +113,22 @@ def prefetch(
     expected_sysid = int(manifest.system_identifier)
     progress.start("fetch WAL", len(names) * seg)
 
+    bad_copies: list[str] = []
+
     def one(name: str) -> int:
         try:
             if walnames.classify(name) is walnames.WalKind.SEGMENT and not plain:
-                dest, header = walarchive.fetch_stored(target, repos, name, directory)
+                dest, header, skipped = walarchive.fetch_stored(target, repos, name, directory)
             elif walnames.classify(name) is walnames.WalKind.SEGMENT:
                 dest = directory / name
-                walarchive.fetch(target, repos, name, dest)
+                _, skipped = walarchive.fetch(target, repos, name, dest)
                 with dest.open("rb") as fh:
                     header = fh.read(8192)
             else:  # history files: plain, PostgreSQL reads them directly
                 dest = directory / name
-                walarchive.fetch(target, repos, name, dest)
+                _, skipped = walarchive.fetch(target, repos, name, dest)
                 header = b""
+            bad_copies.extend(skipped)
         except walarchive.WalNotFound:
             raise RestoreFailed(f"WAL file {name} vanished from the archive") from None
         except BackupError as exc:
@@ -158,4 +162,11 @@ def prefetch(
     progress.done()
     if owner is not None:
         os.chown(directory, owner.uid, owner.gid)
-    return Prefetched(directory, names, [n for n in wanted if n.endswith(".history")], last, total)
+    return Prefetched(
+        directory,
+        names,
+        [n for n in wanted if n.endswith(".history")],
+        last,
+        total,
+        tuple(sorted(bad_copies)),
+    )

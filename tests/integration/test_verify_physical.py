@@ -99,3 +99,23 @@ def test_pitr_to_an_lsn_and_to_a_restore_point(setup15: Setup) -> None:
         assert record["pitr"]["stop_reason"], record["pitr"]
         checks = {c["name"]: c["verdict"] for c in record["checks"]}
         assert checks["custom:before_there"] == checks["custom:after_absent"] == "passed"
+
+
+def test_a_bad_wal_copy_is_skipped_and_named(setup15: Setup) -> None:
+    """One repository's copy of a segment has a flipped byte, the other is intact: the
+    restore test replays the good copy and passes, and names the bad one as evidence."""
+    seed(setup15)
+    backup_under_heartbeat(setup15, 2)
+    wal = setup15.repo_dir / "main" / "wal"
+    segment = sorted(p for p in wal.iterdir() if len(p.name) == 28 and p.suffix == ".zst")[-1]
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    segment.write_bytes(bytes(data))
+    code, doc = verify(setup15)
+    record = doc["results"][0]
+    assert code == 0, record["cause"]
+    replay = next(c for c in record["checks"] if c["name"] == "wal_replay")
+    assert replay["evidence"]["bad_copies_count"] == 1
+    assert replay["evidence"]["bad_copies_skipped"][0].startswith("local: ")
+    assert segment.name in replay["evidence"]["bad_copies_skipped"][0]
+    assert "1 bad WAL copies skipped" in replay["detail"]

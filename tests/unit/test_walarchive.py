@@ -32,8 +32,9 @@ def test_fetch_skips_a_corrupt_copy_for_an_intact_one(tmp_path: Path) -> None:
     used, problems = walarchive.fetch("t", repos, NAME, tmp_path / "out")
     assert used == "b" and (tmp_path / "out").read_bytes() == data
     assert problems and problems[0].startswith("a: ") and "sha256" in problems[0]
-    dest, head = walarchive.fetch_stored("t", repos, NAME, tmp_path)
+    dest, head, skipped = walarchive.fetch_stored("t", repos, NAME, tmp_path)
     assert dest.name == f"{NAME}.zst" and head == data[:8192]
+    assert skipped == problems  # the bad copy is reported, not dropped
 
 
 def test_not_found_and_unreadable_are_different(tmp_path: Path) -> None:
