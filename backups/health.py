@@ -1,7 +1,8 @@
 """``list`` and ``check``: what is in the repositories, and whether it is whole and fresh.
 
 ``check`` re-reads every file of every complete backup and compares size and sha256 with the
-manifest, checks WAL continuity from the oldest physical backup's start to the newest
+manifest, every stored WAL copy (sha256 and page header, remembered once intact; see
+``walverify``), checks WAL continuity from the oldest physical backup's start to the newest
 archived segment (across timeline switches), checks freshness against the maximum age, and
 that every backup is in every repository. Problems name the repository, backup and file.
 """
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from backups import catalog, walarchive, walnames
+from backups import catalog, walarchive, walnames, walverify
 from backups.errors import BackupError
 from backups.storage.base import Repository
 
@@ -131,7 +132,13 @@ def _check_repo(
 
 
 def _check_wal(
-    repo: Repository, target: str, manifests: Sequence[catalog.Manifest], report: RepoReport
+    repo: Repository,
+    target: str,
+    manifests: Sequence[catalog.Manifest],
+    report: RepoReport,
+    verify_data: bool,
+    memory_dir: str | None,
+    on_file: Callable[[str], None] | None,
 ) -> None:
     physical = [m for m in manifests if m.kind == "physical" and m.start_wal]
     seg_size = physical[0].wal_segment_size if physical else walnames.DEFAULT_SEGMENT_SIZE
@@ -170,6 +177,8 @@ def _check_wal(
         report.problems.append(f"{repo.name}: timeline history file {name} is missing")
     for problem in result.problems:
         report.problems.append(f"{repo.name}: WAL: {problem}")
+    if verify_data:
+        _verify_copies(repo, target, manifests, listing, seg_size, report, memory_dir, on_file)
     last_segno = walnames.parse_segment_name(result.last, seg_size)[1] if result.last else -1
     for m in physical:
         if m.stop_wal and walnames.parse_segment_name(m.stop_wal, seg_size)[1] > last_segno:
@@ -179,6 +188,36 @@ def _check_wal(
             )
 
 
+def _verify_copies(
+    repo: Repository,
+    target: str,
+    manifests: Sequence[catalog.Manifest],
+    listing: walarchive.ArchiveListing,
+    seg_size: int,
+    report: RepoReport,
+    memory_dir: str | None,
+    on_file: Callable[[str], None] | None,
+) -> None:
+    """Every WAL copy in this repository: stored sha256 and page header (remembered)."""
+    sysids = frozenset(int(m.system_identifier) for m in manifests if m.system_identifier)
+    path = walverify.memory_path(memory_dir, target, repo.name) if memory_dir else None
+    memory = walverify.load_memory(path) if path else {}
+    try:
+        found = walverify.verify_archive(repo, listing.objects, seg_size, sysids, memory, on_file)
+    except BackupError as exc:
+        report.problems.append(f"{repo.name}: cannot read the WAL archive's copies: {exc}")
+        return
+    if path:
+        walverify.save_memory(path, found.memory)
+    report.wal.update(
+        copies_read=found.verified,
+        copies_remembered=found.remembered,
+        corrupt=sorted(found.corrupt),
+    )
+    for name, problem in sorted(found.corrupt.items()):
+        report.problems.append(f"{repo.name}: WAL segment {name}: {problem}")
+
+
 def check(
     target: str,
     repos: Sequence[Repository],
@@ -186,7 +225,9 @@ def check(
     verify_data: bool = True,
     now: dt.datetime | None = None,
     on_file: Callable[[str], None] | None = None,
+    memory_dir: str | None = None,
 ) -> HealthReport:
+    """``memory_dir``: where WAL copies verified intact are remembered (None: read all)."""
     now = now or dt.datetime.now(dt.UTC)
     reports: list[RepoReport] = []
     problems: list[str] = []
@@ -195,7 +236,7 @@ def check(
     for repo in repos:
         report, manifests = _check_repo(repo, target, verify_data, on_file)
         if report.reachable:
-            _check_wal(repo, target, manifests, report)
+            _check_wal(repo, target, manifests, report, verify_data, memory_dir, on_file)
             all_ids[repo.name] = {m.id for m in manifests}
         for m in manifests:
             if m.kind not in newest or m.finished > newest[m.kind].finished:

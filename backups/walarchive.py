@@ -18,14 +18,14 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from backups import compression, walnames
 from backups.errors import BackupError, IntegrityError, StorageError, WalConflict, WalError
 from backups.layout import wal_prefix
-from backups.storage.base import Repository
+from backups.storage.base import ObjectInfo, Repository
 
 COMPRESSED_KINDS = (walnames.WalKind.SEGMENT, walnames.WalKind.PARTIAL)
 
@@ -260,6 +260,7 @@ class ArchiveListing:
     histories: dict[int, str]  # timeline -> key
     others: list[str]  # .backup and .partial keys
     newest_mtime: float | None
+    objects: dict[str, ObjectInfo] = field(default_factory=dict)  # segment key -> listing
 
 
 def list_archive(repo: Repository, target: str, segment_size: int) -> ArchiveListing:
@@ -268,6 +269,7 @@ def list_archive(repo: Repository, target: str, segment_size: int) -> ArchiveLis
     histories: dict[int, str] = {}
     others: list[str] = []
     newest: float | None = None
+    objects: dict[str, ObjectInfo] = {}
     for info in repo.listing(prefix):
         name = info.key[len(prefix) :]
         if name.endswith(compression.ZSTD_SUFFIX):
@@ -278,9 +280,10 @@ def list_archive(repo: Repository, target: str, segment_size: int) -> ArchiveLis
             continue
         if kind is walnames.WalKind.SEGMENT:
             segments[walnames.parse_segment_name(name, segment_size)] = info.key
+            objects[info.key] = info
             newest = info.mtime if newest is None else max(newest, info.mtime)
         elif kind is walnames.WalKind.HISTORY:
             histories[walnames.timeline_of(name)] = info.key
         else:
             others.append(info.key)
-    return ArchiveListing(segments, histories, others, newest)
+    return ArchiveListing(segments, histories, others, newest, objects)

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from backups import catalog
+from backups import catalog, walarchive, walnames
 from backups.lock import target_lock
 from backups.storage.filesystem import FilesystemRepository
 from tests.integration.helpers import all_keys, complete_ids, load_json, repos_of
 from tests.support.faultproxy import FaultProxy, is_put
 from tests.support.fixtures import PGPROOF, Setup, s3_env, small_tmpfs
-from tests.support.pgcluster import private_dir
+from tests.support.pgcluster import Cluster, make_cluster, private_dir
 from tests.support.ports import free_port
 from tests.support.seaweed import SeaweedS3
 
@@ -350,3 +350,57 @@ def test_s3_failing_at_the_manifest_leaves_no_manifest_claiming_it(
     manifest = catalog.read_manifest(local, "main", doc["backup_id"])
     assert manifest.repositories == ("local",)
     assert [k for k in all_keys(offsite) if "/backups/" in k] == []
+
+
+def test_check_reads_every_wal_copy_and_names_bad_ones(setup15: Setup) -> None:
+    """One repository's copy of a segment has a flipped byte; a segment of another cluster
+    is stored with consistent metadata under the next name. `check` names both, per
+    repository, and the second `check` reads only what it has not seen intact."""
+    s = setup15
+    s.pgproof("backup", "physical", check=True)
+    s.wait_archived(s.cluster.switch_wal())
+    clean = load_json(s.pgproof("check", "--json", check=True).stdout)
+    local_wal = clean["targets"][0]["repositories"][0]["wal"]
+    assert local_wal["corrupt"] == [] and local_wal["copies_read"] >= 2
+    # a flipped byte in the filesystem copy of the newest segment
+    wal = s.repo_dir / "main" / "wal"
+    newest = sorted(p for p in wal.iterdir() if len(p.name) == 28 and p.suffix == ".zst")[-1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    newest.write_bytes(bytes(data))
+    # another cluster's segment, pushed (valid sha256 metadata) under the next name
+    other = make_other_cluster()
+    try:
+        foreign = Path(other.datadir / "pg_wal" / other.switch_wal())
+        tli, segno = walnames.parse_segment_name(newest.name[:24], walnames.DEFAULT_SEGMENT_SIZE)
+        renamed = private_dir("pgproof-foreign-") / walnames.segment_name(tli, segno + 1)
+        renamed.write_bytes(foreign.read_bytes())
+        assert walarchive.push("main", repos_of(s), renamed, 1).ok
+    finally:
+        other.destroy()
+    proc = s.pgproof("check", "--json")
+    doc = load_json(proc.stdout)
+    assert proc.returncode == 1 and not doc["healthy"]
+    problems = doc["targets"][0]["problems"]
+    bad = newest.name[:24]
+    assert (
+        f"local: WAL segment {bad}: stored bytes do not match their sha256 (corrupted)" in problems
+    )
+    assert not any(p.startswith(f"offsite: WAL segment {bad}") for p in problems)
+    assert any(
+        p.startswith(f"{r}: WAL segment {renamed.name}: belongs to another cluster")
+        for p in problems
+        for r in ("local", "offsite")
+    )
+    # remembered: intact copies are not read again, bad ones are
+    again = load_json(s.pgproof("check", "--json").stdout)
+    local_again = again["targets"][0]["repositories"][0]["wal"]
+    assert local_again["copies_read"] == 2  # the corrupted and the foreign copy
+    assert local_again["copies_remembered"] == local_wal["copies_read"] - 1
+
+
+def make_other_cluster() -> Cluster:
+    other = make_cluster(15, free_port())
+    other.initdb(settings={"archive_mode": "off"})
+    other.start()
+    return other
