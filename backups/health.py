@@ -137,7 +137,7 @@ def _check_wal(
     manifests: Sequence[catalog.Manifest],
     report: RepoReport,
     verify_data: bool,
-    memory_dir: str | None,
+    now: dt.datetime,
     on_file: Callable[[str], None] | None,
 ) -> None:
     physical = [m for m in manifests if m.kind == "physical" and m.start_wal]
@@ -178,7 +178,7 @@ def _check_wal(
     for problem in result.problems:
         report.problems.append(f"{repo.name}: WAL: {problem}")
     if verify_data:
-        _verify_copies(repo, target, manifests, listing, seg_size, report, memory_dir, on_file)
+        _verify_copies(repo, target, manifests, listing, seg_size, report, now, on_file)
     last_segno = walnames.parse_segment_name(result.last, seg_size)[1] if result.last else -1
     for m in physical:
         if m.stop_wal and walnames.parse_segment_name(m.stop_wal, seg_size)[1] > last_segno:
@@ -195,25 +195,32 @@ def _verify_copies(
     listing: walarchive.ArchiveListing,
     seg_size: int,
     report: RepoReport,
-    memory_dir: str | None,
+    now: dt.datetime,
     on_file: Callable[[str], None] | None,
 ) -> None:
-    """Every WAL copy in this repository: stored sha256 and page header (remembered)."""
+    """Every WAL copy in this repository: stored sha256 and page header; what was found is
+    stored in the repository (copies found intact are not read again while unchanged)."""
     sysids = frozenset(int(m.system_identifier) for m in manifests if m.system_identifier)
-    path = walverify.memory_path(memory_dir, target, repo.name) if memory_dir else None
-    memory = walverify.load_memory(path) if path else {}
+    state = walverify.read_state(repo, target)
+    memory = state.copies if state else {}
     try:
         found = walverify.verify_archive(repo, listing.objects, seg_size, sysids, memory, on_file)
     except BackupError as exc:
         report.problems.append(f"{repo.name}: cannot read the WAL archive's copies: {exc}")
         return
-    if path:
-        walverify.save_memory(path, found.memory)
     report.wal.update(
         copies_read=found.verified,
         copies_remembered=found.remembered,
         corrupt=sorted(found.corrupt),
     )
+    try:
+        walverify.write_state(
+            repo,
+            target,
+            walverify.WalVerified(catalog.utc_iso(now), found.memory, found.corrupt),
+        )
+    except BackupError as exc:  # costs a re-read next time, hides nothing
+        report.wal["state_error"] = str(exc)
     for name, problem in sorted(found.corrupt.items()):
         report.problems.append(f"{repo.name}: WAL segment {name}: {problem}")
 
@@ -225,9 +232,7 @@ def check(
     verify_data: bool = True,
     now: dt.datetime | None = None,
     on_file: Callable[[str], None] | None = None,
-    memory_dir: str | None = None,
 ) -> HealthReport:
-    """``memory_dir``: where WAL copies verified intact are remembered (None: read all)."""
     now = now or dt.datetime.now(dt.UTC)
     reports: list[RepoReport] = []
     problems: list[str] = []
@@ -236,7 +241,7 @@ def check(
     for repo in repos:
         report, manifests = _check_repo(repo, target, verify_data, on_file)
         if report.reachable:
-            _check_wal(repo, target, manifests, report, verify_data, memory_dir, on_file)
+            _check_wal(repo, target, manifests, report, verify_data, now, on_file)
             all_ids[repo.name] = {m.id for m in manifests}
         for m in manifests:
             if m.kind not in newest or m.finished > newest[m.kind].finished:

@@ -25,3 +25,8 @@ def jobs_prefix(target: str) -> str:
 
 def job_status_key(target: str, kind: str) -> str:
     return f"{target}/jobs/{kind}.json"
+
+
+def wal_verified_key(target: str) -> str:
+    """What ``check`` found reading this repository's WAL copies (backups.walverify)."""
+    return f"{target}/jobs/wal-verified.json"

@@ -3,23 +3,22 @@ sha256 recorded when it was pushed, and its first page header (system identifier
 page address, segment size) against its name and the cluster's backups.
 
 A copy that verified once is remembered by its listing signature (size and modification
-time) in a small JSON file per target and repository, so a daily ``check`` over an archive
-of 100,000 segments re-reads only new or changed copies. The rules are pure
+time) in a document stored in the repository itself (:class:`WalVerified`), so a daily
+``check`` over an archive of 100,000 segments re-reads only new or changed copies, whichever
+host runs it. The rules are pure
 (:func:`copy_problem`); :func:`verify_archive` does the reading.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from backups import compression, walnames
+from backups.errors import BackupError
+from backups.layout import wal_verified_key
 from backups.storage.base import ObjectInfo, Repository
 
 MEMORY_FORMAT = 1
@@ -116,34 +115,51 @@ def verify_archive(
     return result
 
 
-def memory_path(state_dir: str | os.PathLike[str], target: str, repository: str) -> Path:
-    return Path(state_dir) / "wal-verified" / target / f"{repository}.json"
+@dataclass(frozen=True)
+class WalVerified:
+    """What ``check`` last found in one repository's WAL archive, stored in that repository
+    (``<target>/jobs/wal-verified.json``): the copies it read intact (key -> listing
+    signature: not read again while unchanged) and the bad ones (segment -> problem), which
+    the exporter reports as ``pgproof_repository_wal_corrupt_segments``."""
+
+    checked_at: str
+    copies: Mapping[str, str]
+    corrupt: Mapping[str, str]
+    format: int = MEMORY_FORMAT
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": self.format,
+            "checked_at": self.checked_at,
+            "copies": dict(self.copies),
+            "corrupt": dict(self.corrupt),
+        }
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> WalVerified:
+        """ValueError for anything that is not a readable document of this format."""
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != MEMORY_FORMAT:
+            raise ValueError("not a WAL verification document of format 1")
+        copies, corrupt = doc.get("copies"), doc.get("corrupt")
+        if not isinstance(copies, dict) or not isinstance(corrupt, dict):
+            raise ValueError("copies and corrupt must be objects")
+        return cls(
+            str(doc.get("checked_at", "")),
+            {str(k): str(v) for k, v in copies.items()},
+            {str(k): str(v) for k, v in corrupt.items()},
+        )
 
 
-def load_memory(path: Path) -> dict[str, str]:
-    """The remembered intact copies; anything unreadable is forgotten (read again)."""
+def read_state(repo: Repository, target: str) -> WalVerified | None:
+    """The stored state; None when there is none or it cannot be read (then every copy is
+    read again: a lost or damaged state never hides a bad copy)."""
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(doc, dict) or doc.get("format") != MEMORY_FORMAT:
-        return {}
-    copies = doc.get("copies")
-    if not isinstance(copies, dict):
-        return {}
-    return {str(k): str(v) for k, v in copies.items()}
+        return WalVerified.from_json(repo.read_bytes(wal_verified_key(target)))
+    except (BackupError, ValueError):
+        return None
 
 
-def save_memory(path: Path, memory: Mapping[str, str]) -> None:
-    """Atomically; a failure to remember only costs a re-read next time."""
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".wal-verified-")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"format": MEMORY_FORMAT, "copies": dict(memory)}, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+def write_state(repo: Repository, target: str, state: WalVerified) -> None:
+    repo.put_bytes(wal_verified_key(target), state.to_json())

@@ -148,6 +148,12 @@ class PgproofCollector(Collector):
         wal_segments = _gauge(
             "wal_archive_segments", "Archived WAL segments.", ["target", "repository"]
         )
+        wal_corrupt = _gauge(
+            "repository_wal_corrupt_segments",
+            "Bad WAL copies in this repository (sha256 or page header) as the last "
+            "`pgproof check` found them.",
+            ["target", "repository"],
+        )
         for st in statuses:
             if st.wal_newest_mtime is not None:
                 wal_last.add_metric([st.target], st.wal_newest_mtime)
@@ -157,7 +163,9 @@ class PgproofCollector(Collector):
                 wal_missing_repo.add_metric([st.target, repo], n)
             for repo, n in sorted(st.wal_segments_by_repository.items()):
                 wal_segments.add_metric([st.target, repo], n)
-        yield from (wal_last, wal_missing, wal_missing_repo, wal_segments)
+            for repo, n in sorted(st.wal_corrupt_by_repository.items()):
+                wal_corrupt.add_metric([st.target, repo], n)
+        yield from (wal_last, wal_missing, wal_missing_repo, wal_segments, wal_corrupt)
 
         rt_success = _gauge(
             "restore_test_last_success_timestamp_seconds",

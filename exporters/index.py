@@ -20,10 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from backups import catalog, compression, walnames
+from backups import catalog, compression, walnames, walverify
 from backups.errors import BackupError, CatalogError, ObjectNotFound
 from backups.jobstatus import JobStatus
-from backups.layout import backups_prefix, job_status_key, results_prefix, wal_prefix
+from backups.layout import (
+    backups_prefix,
+    job_status_key,
+    results_prefix,
+    wal_prefix,
+    wal_verified_key,
+)
 from backups.storage.base import Repository
 from exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
 from exporters.status import KINDS
@@ -132,6 +138,7 @@ class _TargetState:
     records: dict[str, RecordSummary] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)
     jobs: dict[str, tuple[tuple[int, float], JobStatus]] = field(default_factory=dict)
+    wal_verified: tuple[tuple[int, float], dict[str, str]] | None = None
     infos: dict[str, BackupInfo] = field(default_factory=dict)  # complete backups
     changes: int = 0  # bumped whenever backups or records change
     backups_view: tuple[object, tuple[BackupInfo, ...], tuple[RecordSummary, ...]] | None = None
@@ -181,6 +188,7 @@ class RepoIndex:
         self._refresh_backups(st, now)
         self._refresh_results(st, now)
         self._refresh_jobs(st)
+        self._refresh_wal_verified(st)
         wal_error = ""
         try:
             wal = self._refresh_wal(st, now)
@@ -204,6 +212,7 @@ class RepoIndex:
             {kind: status for kind, (_, status) in st.jobs.items()},
             wal,
             wal_error,
+            st.wal_verified[1] if st.wal_verified else {},
         )
 
     def _refresh_backups(self, st: _TargetState, now: float) -> None:
@@ -295,6 +304,18 @@ class RepoIndex:
                 st.jobs.pop(kind, None)
             except (ValueError, KeyError, TypeError):
                 st.jobs.pop(kind, None)
+
+    def _refresh_wal_verified(self, st: _TargetState) -> None:
+        """The bad copies `check` found, read again only when its document changed."""
+        info = self.repo.head(wal_verified_key(st.target))
+        if info is None:
+            st.wal_verified = None
+            return
+        stamp = (info.size, info.mtime)
+        if st.wal_verified is not None and st.wal_verified[0] == stamp:
+            return
+        state = walverify.read_state(self.repo, st.target)
+        st.wal_verified = (stamp, dict(state.corrupt)) if state else None
 
     def _segment_size(self, st: _TargetState) -> int:
         for b in st.infos.values():

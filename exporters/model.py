@@ -126,6 +126,8 @@ class TargetView:
     jobs: Mapping[str, JobStatus]
     wal: WalView | None  # None when the archive could not be read
     wal_error: str = ""
+    # bad WAL copies the last `check` found here (segment -> problem; backups.walverify)
+    wal_corrupt: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class TargetStatus:
     corrupt_by_repository: Mapping[str, int]
     invalid_records_by_repository: Mapping[str, int]
     source: ArchiverStatus | None = None
+    wal_corrupt_by_repository: Mapping[str, int] = field(default_factory=dict)
     source_error: str = ""
     expected_kinds: tuple[str, ...] = field(default=KINDS)
 
@@ -142,6 +143,7 @@ def summarize(
         incomplete_by_repository={r: v.incomplete for r, v in views.items()},
         corrupt_by_repository={r: len(v.corrupt) for r, v in views.items()},
         invalid_records_by_repository={r: len(v.invalid_records) for r, v in views.items()},
+        wal_corrupt_by_repository={r: len(v.wal_corrupt) for r, v in views.items()},
         source=source,
         source_error=source_error,
         expected_kinds=tuple(expected_kinds),

@@ -296,7 +296,6 @@ def cmd_check(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace
                 target.settings.max_backup_age_seconds,
                 verify_data=not args.no_data,
                 on_file=on_file if interactive else None,
-                memory_dir=target.settings.lock_dir,
             )
         finally:
             _close(repos)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backups import walnames
+from backups import walnames, walverify
 from backups.errors import StorageError
 from backups.layout import backup_prefix, wal_prefix
 from backups.storage.filesystem import FilesystemRepository
@@ -150,3 +150,20 @@ def test_a_refresh_failing_half_way_loses_nothing(repo: FilesystemRepository) ->
     repo.read_bytes = real_read  # type: ignore[method-assign]
     view = index.refresh().targets["main"]  # the folder's token is unchanged since the failure
     assert len(view.records) == 1
+
+
+def test_bad_wal_copies_that_check_found_are_counted_per_repository(
+    repo: FilesystemRepository,
+) -> None:
+    index = RepoIndex(repo, ["main"])
+    assert _view(index).wal_corrupt == {}
+    found = {"000000010000000000000003": "stored bytes do not match their sha256 (corrupted)"}
+    walverify.write_state(repo, "main", walverify.WalVerified("now", {}, found))
+    view = _view(index)
+    assert view.wal_corrupt == found
+    snap = index.refresh()
+    status = summarize("main", ["local"], {"local": snap})
+    assert status.wal_corrupt_by_repository == {"local": 1}
+    walverify.write_state(repo, "main", walverify.WalVerified("later", {}, {}))
+    time.sleep(0.01)  # a new modification time: the document is read again
+    assert _view(index).wal_corrupt == {}

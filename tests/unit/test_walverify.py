@@ -60,14 +60,14 @@ def test_verified_copies_are_remembered_until_they_change(tmp_path: Path) -> Non
     infos = {i.key: i for i in repo.listing("t/wal/")}
     first = walverify.verify_archive(repo, infos, SEG, frozenset({SYSID}), {})
     assert (first.verified, first.remembered, first.corrupt) == (1, 0, {})
-    path = walverify.memory_path(tmp_path / "state", "t", "r")
-    walverify.save_memory(path, first.memory)
-    again = walverify.verify_archive(
-        repo, infos, SEG, frozenset({SYSID}), walverify.load_memory(path)
-    )
+    assert walverify.read_state(repo, "t") is None
+    walverify.write_state(repo, "t", walverify.WalVerified("now", first.memory, {}))
+    state = walverify.read_state(repo, "t")
+    assert state is not None
+    again = walverify.verify_archive(repo, infos, SEG, frozenset({SYSID}), state.copies)
     assert (again.verified, again.remembered) == (0, 1)
     changed = {key: ObjectInfo(key, infos[key].size, infos[key].mtime + 1)}
     third = walverify.verify_archive(repo, changed, SEG, frozenset({SYSID}), again.memory)
     assert third.verified == 1  # a changed copy is read again
-    path.write_text("{not json")
-    assert walverify.load_memory(path) == {}  # an unreadable memory is forgotten, not trusted
+    (tmp_path / "repo" / "t" / "jobs" / "wal-verified.json").write_text("{not json")
+    assert walverify.read_state(repo, "t") is None  # unreadable: forgotten, never trusted
