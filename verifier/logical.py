@@ -1,10 +1,12 @@
 """Logical restore: roles and tablespaces from the globals dump, then each database
 recreated as its dump describes it with ``pg_restore --create -j``.
 
-Every error psql and pg_restore report is collected with the object and statement it came
-from. The sandbox's own superuser has a name no production role has, so the globals dump
-(which usually sets ``postgres``'s password) never changes it. Tablespaces are created in
-directories of the sandbox, never at production's paths.
+Every error psql and pg_restore report is collected with the object, statement and context
+it came from, sorted into harmless, what the sandbox lacks (an error, never "failed") and
+restore errors. The sandbox's superuser has the source's bootstrap superuser's name (grants
+made by it restore on PostgreSQL 16+) and keeps its generated password: the globals dump's
+PASSWORD clause for that one role is left out. Tablespaces are created in directories of the
+sandbox, never at production's paths.
 """
 
 from __future__ import annotations
