@@ -331,17 +331,29 @@ def test_physical_backup_with_archiving_broken_fails_instead_of_waiting(fs_only1
     assert status["status"] == "failed" and "archive" in status["error"]
 
 
+CUT_POINTS = {
+    # the completion of a data file's multipart upload
+    "completion": lambda method, path: (
+        method == "POST" and "uploadId=" in path and "/backups/" in path
+    ),
+    # the manifest, the last write of a backup
+    "manifest": lambda method, path: (
+        method == "PUT" and path.split("?")[0].endswith("manifest.json")
+    ),
+}
+
+
+@pytest.mark.parametrize("point", sorted(CUT_POINTS))
 @pytest.mark.parametrize("kind", ["logical", "physical"])
-def test_s3_failing_at_the_manifest_leaves_no_manifest_claiming_it(
-    setup15: Setup, proxy: FaultProxy, kind: str
+def test_s3_cut_late_in_a_backup_leaves_no_manifest_claiming_it(
+    setup15: Setup, proxy: FaultProxy, kind: str, point: str
 ) -> None:
-    """The last step of a backup fails on S3: the filesystem keeps the backup, and its
-    manifest names only the repository that holds it."""
+    """S3 fails at the completion of a data upload or at the manifest, the last step: the
+    filesystem keeps the backup, its manifest names only the repository that holds it, and
+    S3 keeps nothing of it."""
     random_table(setup15)
     through(setup15, proxy, max_attempts=2)
-    proxy.fail(
-        lambda method, path: method == "PUT" and path.split("?")[0].endswith("manifest.json"), None
-    )
+    proxy.fail(CUT_POINTS[point], None)
     proc = setup15.pgproof("backup", kind, "--json")
     assert proc.returncode == 1
     doc = load_json(proc.stdout)
