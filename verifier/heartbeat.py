@@ -17,7 +17,6 @@ sandbox is read by :func:`check`.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +24,8 @@ from pathlib import Path
 
 import psycopg
 
-from backups import compression, walnames
-from backups.errors import CommandError
-from verifier import pitr
+from backups import walnames
+from verifier import pitr, waldump
 from verifier.records import CheckResult
 from verifier.sandbox import Sandbox
 
@@ -211,31 +209,15 @@ def search_archive(
     backwards until a segment starts before ``since`` (or MAX_SEGMENTS)."""
     reached_seg = walnames.lsn_segment(reached_lsn, segment_size)
     path = [s for s in segments if walnames.parse_segment_name(s, segment_size)[1] <= reached_seg]
-    scratch = sandbox.work_dir / "heartbeat-wal"
-    scratch.mkdir(exist_ok=True)
-    owner = os.stat(sandbox.work_dir)
-    os.chown(scratch, owner.st_uid, owner.st_gid)
     found: list[tuple[dt.datetime, str]] = []
     searched = 0
     complete = False
     for name in reversed(path[-MAX_SEGMENTS:]):
-        plain = scratch / name
-        packed = waldir / f"{name}.zst"
-        try:
-            if packed.exists():
-                plain.write_bytes(compression.zstd_decompress_bytes(packed.read_bytes()))
-            else:
-                plain.write_bytes((waldir / name).read_bytes())
-            os.chown(plain, owner.st_uid, owner.st_gid)
-            res = sandbox.run(
-                "pg_waldump", ["--path", str(scratch), name], timeout=300, ok_codes=(0, 1)
-            )
-        except (CommandError, OSError, compression.ZstdError):
+        out = waldump.dump_segment(sandbox, waldir, name, [], scratch="heartbeat-wal")
+        if out is None:
             break
-        finally:
-            plain.unlink(missing_ok=True)
         searched += 1
-        beats, oldest = parse_waldump(res.stdout.decode(errors="replace"), relation, reached_lsn)
+        beats, oldest = parse_waldump(out, relation, reached_lsn)
         found = beats + found
         if since is not None and oldest is not None and oldest < since:
             complete = True

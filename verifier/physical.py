@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from backups import catalog, compression, walnames
 from backups.errors import CommandError
 from backups.progress import NullProgress
-from verifier import checks, heartbeat, pitr, sandboxconf
+from verifier import checks, heartbeat, pitr, sandboxconf, waldump
 from verifier.errors import RestoreFailed, SandboxError
 from verifier.extract import extract, in_thread
 from verifier.fetch import verified_chunks
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 
 def run_physical(job: RestoreJob) -> None:
+    from verifier.run import amcheck_check, custom_checks
+
     request, repos, repo, manifest = job.request, job.repos, job.repo, job.manifest
     sandbox, runner, timer, record, progress = (
         job.sandbox,
@@ -170,17 +172,7 @@ def run_physical(job: RestoreJob) -> None:
         # amcheck and the full read touch different things: run them side by side
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             parallel = [
-                pool.submit(
-                    checks.guarded,
-                    "amcheck",
-                    functools.partial(
-                        checks.amcheck,
-                        sandbox,
-                        request.heapallindexed,
-                        request.jobs,
-                        request.timeout_seconds,
-                    ),
-                ),
+                pool.submit(amcheck_check, request, sandbox),
                 pool.submit(
                     checks.guarded,
                     "readable",
@@ -195,7 +187,6 @@ def run_physical(job: RestoreJob) -> None:
             ]
             results += [f.result() for f in parallel]
         conn_db = _conn_db(request)
-        from verifier.run import custom_checks
 
         results += custom_checks(request, sandbox, conn_db if conn_db in dbs else "postgres")
         sandbox.stop("fast")
@@ -284,30 +275,9 @@ def _target(
 
 def _newest_commit(sandbox: Sandbox, wal: Prefetched) -> dt.datetime | None:
     """The newest commit in the archived WAL (pg_waldump over the last segments)."""
-    scratch = sandbox.work_dir / "waldump"
-    scratch.mkdir(exist_ok=True)
-    ident = os.stat(sandbox.work_dir)
     for name in reversed(wal.segments[-3:]):
-        packed = wal.directory / f"{name}.zst"
-        plain = scratch / name
-        try:
-            if packed.exists():
-                plain.write_bytes(compression.zstd_decompress_bytes(packed.read_bytes()))
-            else:
-                plain.write_bytes((wal.directory / name).read_bytes())
-            os.chown(scratch, ident.st_uid, ident.st_gid)
-            os.chown(plain, ident.st_uid, ident.st_gid)
-            res = sandbox.run(
-                "pg_waldump",
-                ["--rmgr=Transaction", "--path", str(scratch), name],
-                timeout=300,
-                ok_codes=(0, 1),
-            )
-        except (CommandError, OSError, compression.ZstdError):
-            continue
-        finally:
-            plain.unlink(missing_ok=True)
-        found = pitr.newest_commit(res.stdout.decode(errors="replace"))
+        out = waldump.dump_segment(sandbox, wal.directory, name, ["--rmgr=Transaction"])
+        found = pitr.newest_commit(out) if out is not None else None
         if found is not None:
             return found
     return None

@@ -252,23 +252,30 @@ def _logical(job: RestoreJob) -> None:
                 functools.partial(checks.database_properties, sandbox, manifest),
             ),
             ("roles", functools.partial(checks.roles, sandbox, manifest)),
-            (
-                "amcheck",
-                functools.partial(
-                    checks.amcheck,
-                    sandbox,
-                    request.heapallindexed,
-                    request.jobs,
-                    request.timeout_seconds,
-                    dbs,
-                ),
-            ),
         ):
             results.append(checks.guarded(name, body))
+        results.append(amcheck_check(request, sandbox, dbs))
         # No "readable" here: row_counts just read every table in full (sequential scans of
         # freshly loaded tables), so a pg_dump of what pg_restore wrote would prove nothing more.
         results += custom_checks(request, sandbox, conn_db)
     record.checks = results
+
+
+def amcheck_check(
+    request: VerifyRequest, sandbox: Sandbox, restored: Sequence[str] | None = None
+) -> CheckResult:
+    """pg_amcheck as the request configures it (``restored``: see checks.amcheck)."""
+    return checks.guarded(
+        "amcheck",
+        functools.partial(
+            checks.amcheck,
+            sandbox,
+            request.heapallindexed,
+            request.jobs,
+            request.timeout_seconds,
+            restored,
+        ),
+    )
 
 
 def custom_checks(request: VerifyRequest, sandbox: Sandbox, dbname: str) -> list[CheckResult]:

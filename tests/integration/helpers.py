@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from backups import catalog
@@ -55,14 +57,24 @@ def seed(setup: Setup, rows: int = 1000) -> None:
     c.sql("create role reader login")
 
 
-def backup_under_heartbeat(setup: Setup, seconds_after: float) -> str:
-    """As in production: the heartbeat (every 1 s) runs before, during and after the backup."""
+@contextlib.contextmanager
+def heartbeat_running(setup: Setup) -> Iterator[None]:
+    """`pgproof heartbeat` (every 1 s in the test config) for the duration of the block."""
     beat = subprocess.Popen(
         [PGPROOF, "--config", str(setup.config_path), "heartbeat"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
+        yield
+    finally:
+        beat.terminate()
+        beat.wait(10)
+
+
+def backup_under_heartbeat(setup: Setup, seconds_after: float) -> str:
+    """As in production: the heartbeat (every 1 s) runs before, during and after the backup."""
+    with heartbeat_running(setup):
         time.sleep(1.5)
         backup_id = setup.pgproof("backup", "physical", check=True, timeout=1800).stdout.strip()
         setup.cluster.sql(
@@ -74,8 +86,5 @@ def backup_under_heartbeat(setup: Setup, seconds_after: float) -> str:
             setup.cluster.sql(f"insert into live_writes (note) values ('live {i}')")
             i += 1
             time.sleep(0.2)
-    finally:
-        beat.terminate()
-        beat.wait(10)
     setup.wait_archived(setup.cluster.switch_wal())
     return backup_id

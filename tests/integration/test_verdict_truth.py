@@ -9,7 +9,6 @@ database (as a bug in a restore would), before any check runs.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -22,8 +21,13 @@ from backups import catalog, pgbin
 from backups.runner import CommandResult, Runner
 from backups.storage.factory import open_all
 from pgproof import config as pgconfig
-from tests.integration.helpers import backup_under_heartbeat, load_json, repos_of
-from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup
+from tests.integration.helpers import (
+    backup_under_heartbeat,
+    heartbeat_running,
+    load_json,
+    repos_of,
+)
+from tests.support.fixtures import Setup, destroy_setup, make_setup
 from tests.support.pgcluster import available_majors
 from verifier import run
 from verifier.records import ResultRecord
@@ -279,17 +283,9 @@ def heartbeat_of(record: dict[str, Any]) -> dict[str, Any]:
 def test_quiet_database_right_after_a_backup_passes(fs_only15: Setup) -> None:
     """archive_timeout = 0, nothing committed after the backup: the point reached is the
     backup's end, and the heartbeat beat while it was taken."""
-    beat = subprocess.Popen(
-        [PGPROOF, "--config", str(fs_only15.config_path), "heartbeat"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with heartbeat_running(fs_only15):
         time.sleep(2.5)
         fs_only15.pgproof("backup", "physical", check=True)
-    finally:
-        beat.terminate()
-        beat.wait(10)
     record = physical(fs_only15, "--pitr", "latest")
     assert record["verdict"] == "passed", record["cause"]
     assert heartbeat_of(record)["verdict"] == "passed"
