@@ -147,27 +147,47 @@ def test_sandbox_disk_filling_up_is_an_error_and_cleaned(setup15: Setup, tiny_di
     assert list(tiny_disk.glob("pgproof-sandbox-*")) == []
 
 
-def start_verify(setup: Setup) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+@pytest.fixture
+def background() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Verify runs started in the background; killed and reaped whatever the test did."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+
+
+def start_verify(setup: Setup, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
         [PGPROOF, "--config", str(setup.config_path), "verify", "--kind", "physical"],
         env=dict(os.environ, **s3_env()),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    procs.append(proc)
+    return proc
 
 
-def wait_for_server(setup: Setup, proc: subprocess.Popen[bytes]) -> Path:
+def wait_for_server(setup: Setup, proc: subprocess.Popen[bytes]) -> tuple[Path, int]:
+    """The sandbox and its postmaster's PID, once postmaster.pid is written (the server
+    creates the file before it writes its first line)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         for box in sandboxes(setup):
-            if (box / "data" / "postmaster.pid").exists():
-                return box
+            pid = postmaster_pid(box)
+            if pid is not None:
+                return box, pid
         time.sleep(0.05)
     raise AssertionError("the sandbox server never started")
 
 
-def postmaster_pid(box: Path) -> int:
-    return int((box / "data" / "postmaster.pid").read_text().split()[0])
+def postmaster_pid(box: Path) -> int | None:
+    try:
+        first = (box / "data" / "postmaster.pid").read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    return int(first) if first.strip().isdigit() else None
 
 
 def alive(pid: int) -> bool:
@@ -179,23 +199,25 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_sigterm_removes_the_sandbox(setup15: Setup) -> None:
+def test_sigterm_removes_the_sandbox(
+    setup15: Setup, background: list[subprocess.Popen[bytes]]
+) -> None:
     physical_with_wal(setup15, 1)
     use_sandbox_dir(setup15)
-    proc = start_verify(setup15)
-    box = wait_for_server(setup15, proc)
-    pid = postmaster_pid(box)
+    proc = start_verify(setup15, background)
+    box, pid = wait_for_server(setup15, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0
     assert not box.exists() and not alive(pid)
 
 
-def test_leftovers_of_a_killed_run_are_removed_by_the_next(setup15: Setup) -> None:
+def test_leftovers_of_a_killed_run_are_removed_by_the_next(
+    setup15: Setup, background: list[subprocess.Popen[bytes]]
+) -> None:
     physical_with_wal(setup15, 1)
     use_sandbox_dir(setup15)
-    proc = start_verify(setup15)
-    box = wait_for_server(setup15, proc)
-    pid = postmaster_pid(box)
+    proc = start_verify(setup15, background)
+    box, pid = wait_for_server(setup15, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert box.exists() and alive(pid)  # what a crash leaves behind
@@ -242,7 +264,9 @@ def test_sandbox_server_runs_under_resource_limits() -> None:
         box.initdb()
         box.configure(fast=True)
         box.start(timeout=60)
-        limits = Path(f"/proc/{postmaster_pid(box.base)}/limits").read_text()
+        pid = postmaster_pid(box.base)
+        assert pid is not None
+        limits = Path(f"/proc/{pid}/limits").read_text()
         lines = {line[:26].strip(): line[26:].split() for line in limits.splitlines()[1:]}
         assert lines["Max address space"][0] == str(4096 * 1024 * 1024)
         assert lines["Max core file size"][0] == "0"
