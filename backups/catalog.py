@@ -58,9 +58,20 @@ class BackupFile:
     name: str  # relative to the backup's directory
     size: int
     sha256: str
-    role: str  # globals | database | base | backup_manifest
+    role: str  # globals | database | base | tablespace | backup_manifest
     compression: str = "none"
     database: str | None = None
+
+
+@dataclass(frozen=True)
+class Tablespace:
+    """A tablespace outside the data directory, as it was when the backup was taken; its
+    archive (``<oid>.tar``, pg_basebackup's) is the file named ``file``."""
+
+    oid: int
+    name: str
+    location: str
+    file: str
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ class Manifest:
     start_wal: str | None = None
     stop_wal: str | None = None
     wal_included: bool = False
+    tablespaces: tuple[Tablespace, ...] = ()  # besides pg_default and pg_global
     # logical
     snapshot: str | None = None
     databases: tuple[DatabaseDump, ...] = ()
@@ -150,6 +162,7 @@ class Manifest:
             if raw.get("roles") is not None:
                 raw["roles"] = tuple(RoleInfo.from_dict(r) for r in raw["roles"])
             raw["repositories"] = tuple(raw["repositories"])
+            raw["tablespaces"] = tuple(Tablespace(**t) for t in raw.get("tablespaces", ()))
             manifest = cls(**raw)
         except CatalogError:
             raise
@@ -161,6 +174,10 @@ class Manifest:
             bad_name = f.name.startswith("/") or ".." in f.name.split("/") or not f.name
             if not isinstance(f.size, int) or f.size < 0 or len(f.sha256) != 64 or bad_name:
                 raise CatalogError(f"{where}: bad file entry {f.name!r}")
+        names = {f.name for f in manifest.files}
+        for t in manifest.tablespaces:
+            if t.file not in names or not isinstance(t.oid, int):
+                raise CatalogError(f"{where}: tablespace {t.name!r} has no archive {t.file!r}")
         parse_utc(manifest.started_at)
         parse_utc(manifest.finished_at)
         return manifest

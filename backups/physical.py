@@ -6,18 +6,28 @@ pg_verifybackup-compatible) to a pipe; pgproof reads it once: a tar scanner keep
 all cores, and every repository receives the same bytes. WAL comes from the archive
 (``-X none``, the server waits until the backup's WAL is archived, then pgproof confirms the
 segments are in every repository); a source without archiving gets ``-X fetch`` instead.
+
+A source with tablespaces besides pg_default/pg_global cannot be streamed as one tar:
+pg_basebackup writes ``<oid>.tar`` per tablespace and ``base.tar`` into a staging directory,
+and each is read while it is written (``backups.stagedtar``), compressed and stored the same
+way as ``tablespace-<oid>.tar.zst``; the manifest lists each with its name and location as
+the backup's own ``tablespace_map`` gives it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from backups import catalog, compression, pgbin, walarchive, walnames
+from backups import catalog, compression, pgbin, stagedtar, walarchive, walnames
 from backups.errors import BackupError, BackupFailed, BinaryNotFound, CatalogError
 from backups.fanout import fan_out
 from backups.jobs import BackupOutcome, RepoSet, commit, read_pipe, remove_partial
@@ -78,6 +88,80 @@ def _seen(chunks: Iterable[bytes], hook: Callable[[int], None]) -> Iterator[byte
         yield chunk
 
 
+def parse_tablespace_map(text: bytes) -> dict[int, str]:
+    """``tablespace_map`` (``<oid> <location>`` per line; PostgreSQL puts a backslash before
+    a backslash, CR or LF in the location) -> oid -> location."""
+    out: dict[int, str] = {}
+    line: list[str] = []
+    escaped = False
+    for ch in text.decode("utf-8", "surrogateescape") + "\n":
+        if escaped:
+            line.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "\n":
+            entry = "".join(line)
+            line = []
+            if not entry.strip():
+                continue
+            oid, sep, location = entry.partition(" ")
+            if not sep or not oid.isdigit():
+                raise CatalogError(f"tablespace_map: unreadable line {entry[:120]!r}")
+            out[int(oid)] = location
+        else:
+            line.append(ch)
+    return out
+
+
+def _tablespaces(
+    files: Iterable[catalog.BackupFile], locations: dict[int, str], names: dict[int, str]
+) -> tuple[catalog.Tablespace, ...]:
+    """The manifest's tablespaces: every archive pg_basebackup wrote must be in the
+    backup's tablespace_map and the other way round."""
+    archived = {
+        int(f.name.split("-", 1)[1].split(".", 1)[0]): f.name
+        for f in files
+        if f.role == "tablespace"
+    }
+    if set(archived) != set(locations):
+        raise BackupFailed(
+            f"the backup's tablespace_map names tablespaces {sorted(locations)} but "
+            f"pg_basebackup archived {sorted(archived)}"
+        )
+    return tuple(
+        catalog.Tablespace(oid, names.get(oid, str(oid)), locations[oid], archived[oid])
+        for oid in sorted(archived)
+    )
+
+
+class _Store:
+    """Compresses each archive as it arrives and sends the same bytes to every repository."""
+
+    def __init__(self, repos: RepoSet, prefix: str, method: str, level: int | None, threads: int):
+        self.repos = repos
+        self.prefix = prefix
+        self.method = method
+        self.level = level or 3
+        self.threads = threads or -1
+        self.files: list[catalog.BackupFile] = []
+
+    @property
+    def compression(self) -> str:
+        return "none" if self.method == "none" else f"zstd:{self.level}"
+
+    def add(self, name: str, chunks: Iterable[bytes], role: str) -> None:
+        stream = chunks
+        if self.method == "zstd":
+            stream = compression.zstd_compress(chunks, self.level, self.threads)
+            name += ".zst"
+        result = fan_out(self.repos.active, self.prefix + name, stream)
+        self.repos.absorb(result)
+        self.files.append(
+            catalog.BackupFile(name, result.size, result.sha256, role, self.compression)
+        )
+
+
 class PhysicalBackup:
     def __init__(
         self,
@@ -109,22 +193,19 @@ class PhysicalBackup:
         except BackupError:
             return None
 
-    def _refuse_extra_tablespaces(self) -> None:
+    def _tablespace_names(self) -> dict[int, str]:
+        """Tablespaces besides pg_default and pg_global: oid -> name (their locations come
+        from the backup's own tablespace_map, which is what the backup holds)."""
         with self.source.connect() as conn, self.source.errors("listing tablespaces"):
             rows = conn.execute(
-                "select spcname from pg_tablespace where spcname not in ('pg_default', 'pg_global')"
+                "select oid, spcname from pg_tablespace "
+                "where spcname not in ('pg_default', 'pg_global')"
             ).fetchall()
-        if rows:
-            names = ", ".join(str(r[0]) for r in rows)
-            raise BackupFailed(
-                f"the source has tablespaces outside the data directory ({names}); pgproof "
-                "streams pg_basebackup's single tar and cannot back them up yet: use logical "
-                "backups for this target"
-            )
+        return {int(r[0]): str(r[1]) for r in rows}
 
     def run(self) -> BackupOutcome:
         info = self.source.info()
-        self._refuse_extra_tablespaces()
+        spaces = self._tablespace_names()
         bins = self._binaries(info)
         method, level = compression.parse_method(self.settings.compression)
         started = dt.datetime.now(dt.UTC)
@@ -135,7 +216,6 @@ class PhysicalBackup:
         argv = [
             bins.path("pg_basebackup"),
             f"--dbname={self.source.conninfo()}",
-            "--pgdata=-",
             "--format=tar",
             f"--wal-method={wal_mode}",
             f"--checkpoint={self.settings.checkpoint}",
@@ -144,40 +224,18 @@ class PhysicalBackup:
         ]
         if self.settings.max_rate:
             argv.append(f"--max-rate={self.settings.max_rate}")
-        scanner = TarScanner({"backup_label", "backup_manifest"})
-        data_name = "base.tar.zst" if method == "zstd" else "base.tar"
+        store = _Store(repos, prefix, method, level, self.settings.compression_threads)
         try:
             self.progress.start("base backup", self._size_hint())
-            with (
-                self.source.libpq_env() as env,
-                self.runner.stream(
-                    argv, env=env, timeout=self.settings.timeout_seconds, as_postgres=True
-                ) as cmd,
-            ):
-                # After the data, the server waits until the backup's WAL is archived before it
-                # sends backup_manifest: with archiving broken it would wait for ever.
-                seen = cmd.watch_stall(
-                    self.settings.wal_wait_seconds,
-                    f"sent nothing for {self.settings.wal_wait_seconds} s: the server is "
-                    "probably waiting for the backup's WAL to be archived (is archive_command "
-                    "failing? see the server log)",
-                )
-                raw = _scanned(_seen(counted(read_pipe(cmd.stdout), self.progress), seen), scanner)
-                threads = self.settings.compression_threads or -1
-                stream = (
-                    compression.zstd_compress(raw, level or 3, threads) if method == "zstd" else raw
-                )
-                result = fan_out(repos.active, prefix + data_name, stream)
+            if spaces:
+                label, tsmap, bb_manifest = self._staged(argv, store)
+            else:
+                label, tsmap, bb_manifest = self._streamed(argv, store)
             self.progress.done()
-            repos.absorb(result)
-            if not scanner.finished or "backup_manifest" not in scanner.captured:
-                raise BackupFailed("pg_basebackup's tar stream ended without backup_manifest")
-            points = parse_points(
-                scanner.captured.get("backup_label", b""), scanner.captured["backup_manifest"]
-            )
-            manifest_bytes = scanner.captured["backup_manifest"]
-            side = fan_out(repos.active, prefix + "backup_manifest", [manifest_bytes])
+            points = parse_points(label, bb_manifest)
+            side = fan_out(repos.active, prefix + "backup_manifest", [bb_manifest])
             repos.absorb(side)
+            tablespaces = _tablespaces(store.files, parse_tablespace_map(tsmap), spaces)
             if wal_mode == "none":
                 self._confirm_wal(repos, points, info.wal_segment_size)
             seg = info.wal_segment_size
@@ -192,15 +250,9 @@ class PhysicalBackup:
                 pg_version_num=info.server_version_num,
                 started_at=catalog.utc_iso(started),
                 finished_at=catalog.utc_iso(dt.datetime.now(dt.UTC)),
-                compression="none" if method == "none" else f"zstd:{level or 3}",
+                compression=store.compression,
                 files=(
-                    catalog.BackupFile(
-                        data_name,
-                        result.size,
-                        result.sha256,
-                        "base",
-                        "none" if method == "none" else f"zstd:{level or 3}",
-                    ),
+                    *store.files,
                     catalog.BackupFile(
                         "backup_manifest", side.size, side.sha256, "backup_manifest"
                     ),
@@ -218,12 +270,87 @@ class PhysicalBackup:
                 start_wal=walnames.segment_name(points.timeline, start_seg, seg),
                 stop_wal=walnames.segment_name(points.stop_timeline, stop_seg, seg),
                 wal_included=wal_mode == "fetch",
+                tablespaces=tablespaces,
                 extra={"backup_label_start_time": points.start_time},
             )
             return commit(self.repos, repos, manifest)
         except BaseException:
             remove_partial(self.repos, self.target.name, backup_id)
             raise
+
+    def _stall_reason(self) -> str:
+        # After the data, the server waits until the backup's WAL is archived before it sends
+        # backup_manifest: with archiving broken it would wait for ever.
+        return (
+            f"sent nothing for {self.settings.wal_wait_seconds} s: the server is probably "
+            "waiting for the backup's WAL to be archived (is archive_command failing? see "
+            "the server log)"
+        )
+
+    def _streamed(self, argv: list[str], store: _Store) -> tuple[bytes, bytes, bytes]:
+        """One tablespace: base.tar (backup_manifest injected) through a pipe, read once."""
+        scanner = TarScanner({"backup_label", "backup_manifest", "tablespace_map"})
+        with (
+            self.source.libpq_env() as env,
+            self.runner.stream(
+                [*argv, "--pgdata=-"],
+                env=env,
+                timeout=self.settings.timeout_seconds,
+                as_postgres=True,
+            ) as cmd,
+        ):
+            seen = cmd.watch_stall(self.settings.wal_wait_seconds, self._stall_reason())
+            raw = _scanned(_seen(counted(read_pipe(cmd.stdout), self.progress), seen), scanner)
+            store.add("base.tar", raw, "base")
+        if not scanner.finished or "backup_manifest" not in scanner.captured:
+            raise BackupFailed("pg_basebackup's tar stream ended without backup_manifest")
+        got = scanner.captured
+        return got.get("backup_label", b""), got.get("tablespace_map", b""), got["backup_manifest"]
+
+    def _staged(self, argv: list[str], store: _Store) -> tuple[bytes, bytes, bytes]:
+        """Tablespaces: pg_basebackup writes <oid>.tar per tablespace and base.tar into a
+        staging directory, each read while it is written (see backups.stagedtar)."""
+        staging = Path(tempfile.mkdtemp(prefix="pgproof-basebackup-"))
+        ident = self.runner.postgres_identity()
+        if ident is not None:
+            os.chown(staging, ident.uid, ident.gid)
+        out = staging / "out"  # pg_basebackup wants a directory that does not exist yet
+        scanner = TarScanner({"backup_label", "tablespace_map"})
+        archives: list[stagedtar.Archive] = []
+        try:
+            with (
+                self.source.libpq_env() as env,
+                self.runner.stream(
+                    [*argv, f"--pgdata={out}"],
+                    env=env,
+                    timeout=self.settings.timeout_seconds,
+                    as_postgres=True,
+                ) as cmd,
+            ):
+                seen = cmd.watch_stall(self.settings.wal_wait_seconds, self._stall_reason())
+                for archive in stagedtar.follow_archives(out, cmd.running):
+                    archives.append(archive)
+                    chunks = _seen(counted(archive.chunks(), self.progress), seen)
+                    if archive.name == "base.tar":
+                        store.add("base.tar", _scanned(chunks, scanner), "base")
+                    elif archive.name[:-4].isdigit():
+                        store.add(f"tablespace-{archive.name}", chunks, "tablespace")
+                    else:
+                        raise BackupFailed(f"pg_basebackup wrote an unexpected {archive.name}")
+            unfinished = [a.name for a in archives if not a.complete]
+            if unfinished or "base.tar" not in [a.name for a in archives]:
+                raise BackupFailed(
+                    f"pg_basebackup exited before its archives were complete: "
+                    f"{', '.join(unfinished) or 'no base.tar'}"
+                )
+            manifest_bytes = (out / "backup_manifest").read_bytes()
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return (
+            scanner.captured.get("backup_label", b""),
+            scanner.captured.get("tablespace_map", b""),
+            manifest_bytes,
+        )
 
     def _confirm_wal(self, repos: RepoSet, points: BackupPoints, seg: int) -> None:
         """Every segment from start to stop must be archived in each repository."""

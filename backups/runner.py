@@ -73,6 +73,17 @@ class Runner:
             base_env=self.base_env,
         )
 
+    def as_user(self, user: str) -> Runner:
+        """The same runner, with PostgreSQL binaries run as ``user`` (when we are root)."""
+        if user == self.postgres_user:
+            return self
+        return Runner(
+            secrets=self.secrets,
+            postgres_user=user,
+            default_timeout=self.default_timeout,
+            base_env=self.base_env,
+        )
+
     # -- identity --------------------------------------------------------------------
     def postgres_identity(self) -> RunAs | None:
         """The identity PostgreSQL binaries run as, or None when we are not root."""
@@ -249,6 +260,9 @@ class StreamingCommand:
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    def running(self) -> bool:
+        return self._proc.poll() is None
 
     def _drain_stderr(self) -> None:
         stderr = self._proc.stderr

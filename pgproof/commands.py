@@ -424,6 +424,8 @@ def cmd_verify(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
                     heartbeat_slack_seconds=cfg.verifier.heartbeat_slack_seconds,
                     timeout_seconds=cfg.verifier.timeout_seconds,
                     sandbox_root=cfg.verifier.workdir,
+                    sandbox_user=cfg.verifier.sandbox_user,
+                    share_sandbox_user=cfg.verifier.share_sandbox_user,
                     container=(
                         cfg.verifier.container.with_image(target.image)
                         if cfg.verifier.sandbox == "container"

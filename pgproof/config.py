@@ -32,6 +32,7 @@ from backups.storage.s3options import MIN_PART_SIZE, S3Options
 from exporters.settings import ExporterSettings
 from pgproof.configfields import ConfigError, Fields
 from verifier.containersettings import PULL_POLICIES, ContainerSettings, check_image_template
+from verifier.isolation import DEFAULT_SANDBOX_USER
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SCHEDULE = re.compile(
@@ -69,6 +70,9 @@ class VerifierConfig:
     heapallindexed: bool = False
     heartbeat_slack_seconds: float = 5.0
     timeout_seconds: float = 6 * 3600
+    # the OS user process sandboxes run as (when pgproof is root); see verifier.isolation
+    sandbox_user: str = DEFAULT_SANDBOX_USER
+    share_sandbox_user: bool = False  # accept a sandbox user that owns a local cluster
 
 
 @dataclass(frozen=True)
@@ -410,7 +414,15 @@ def parse(raw: object, path: str = "<config>") -> Config:
         heapallindexed=v.flag("heapallindexed", False),
         heartbeat_slack_seconds=v.number("heartbeat_slack_seconds", 5.0, 0.0) or 0.0,
         timeout_seconds=v.duration("timeout", 6 * 3600) or 6 * 3600,
+        sandbox_user=v.text("sandbox_user", DEFAULT_SANDBOX_USER) or DEFAULT_SANDBOX_USER,
+        share_sandbox_user=v.flag("share_sandbox_user", False),
     )
+    if not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", verifier.sandbox_user) or (
+        verifier.sandbox_user == "root"
+    ):
+        v.fail(
+            "sandbox_user", f"must be an unprivileged OS user name, not {verifier.sandbox_user!r}"
+        )
     if verifier.workdir and not os.path.isabs(verifier.workdir):
         v.fail("workdir", "must be an absolute path")
     v.done()

@@ -3,6 +3,7 @@
 VerifierError
  +-- SandboxError         a throwaway PostgreSQL could not be made, started or reached
  |    +-- EngineUnavailable    no container engine answers (container sandbox)
+ |    +-- SandboxUserError     the sandbox's OS user is missing or owns a real cluster
  +-- RestoreFailed        the backup itself is bad (checksum, WAL gap, wrong cluster)
  +-- TargetError          the requested backup or PITR target is impossible (a usage error)
 """
@@ -19,6 +20,10 @@ class SandboxError(VerifierError):
 
 
 class EngineUnavailable(SandboxError):
+    pass
+
+
+class SandboxUserError(SandboxError):
     pass
 
 

@@ -20,15 +20,17 @@ import datetime as dt
 import functools
 import os
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from backups import catalog, compression, walnames
 from backups.errors import CommandError
+from backups.physical import parse_tablespace_map
 from backups.progress import NullProgress
 from verifier import checks, heartbeat, pitr, sandboxconf, waldump
 from verifier.errors import RestoreFailed, SandboxError
 from verifier.extract import extract, in_thread
-from verifier.fetch import verified_chunks
+from verifier.fetch import download, verified_chunks
 from verifier.records import CheckResult
 from verifier.sandbox import Sandbox
 from verifier.walprefetch import Prefetched, prefetch
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 def run_physical(job: RestoreJob) -> None:
     from verifier.run import amcheck_check, custom_checks
 
-    request, repos, repo, manifest = job.request, job.repos, job.repo, job.manifest
+    request, repos, manifest = job.request, job.repos, job.manifest
     sandbox, runner, timer, record, progress = (
         job.sandbox,
         job.runner,
@@ -64,28 +66,24 @@ def run_physical(job: RestoreJob) -> None:
                 plain=not sandbox.has_zstd,  # the server's side cannot decompress
             )
         base = next(f for f in manifest.files if f.role == "base")
-        chunks = verified_chunks(repo, manifest, base, progress)
-        if base.compression.startswith("zstd"):
-            chunks = compression.zstd_decompress(chunks)
-        progress.start("restore base", base.size)
         try:
-            extract(in_thread(chunks), sandbox.data_dir)
-        except compression.ZstdError as exc:
-            raise RestoreFailed(
-                f"backup {manifest.id}: {base.name} does not decompress: {exc}"
-            ) from exc
+            _extract(job, base, sandbox.data_dir)
+            record.bytes_restored = base.size + _restore_tablespaces(job)
         finally:
             if pending is not None and not pending.done():
                 with contextlib.suppress(Exception):
                     pending.result()  # never leave a thread writing into a sandbox being removed
-        progress.done()
+        _place_backup_manifest(job)
         if owner is not None:
             _chown_tree(sandbox.data_dir, owner.uid, owner.gid)
-        record.bytes_restored = base.size
+            if manifest.tablespaces:
+                _chown_tree(_tablespace_root(sandbox), owner.uid, owner.gid)
         wal: Prefetched | None = pending.result() if pending is not None else None
         if wal is not None:
             record.bytes_restored += wal.bytes
     verify_result = _verifybackup(sandbox, wal is None)
+    # the links into the sandbox are in place; the backup's map names production's paths
+    (sandbox.data_dir / "tablespace_map").unlink(missing_ok=True)
     # the restored cluster's bootstrap superuser (trust on the private socket)
     sandbox.user = manifest.superuser or "postgres"
     target, newest_commit = _target(request, manifest, sandbox, wal)
@@ -120,6 +118,9 @@ def run_physical(job: RestoreJob) -> None:
             sandbox.start(timeout=request.timeout_seconds, on_wait=follow)
             progress.done()
         except SandboxError as exc:
+            created = pitr.tablespace_created(str(exc))
+            if created is not None:
+                raise SandboxError(_tablespace_created(created)) from None
             reached = pitr.read_log(str(exc))
             if reached.target_missed:
                 raise RestoreFailed(
@@ -199,6 +200,77 @@ def run_physical(job: RestoreJob) -> None:
             )
         )
     record.checks = results
+
+
+def _extract(job: RestoreJob, entry: catalog.BackupFile, dest: Path) -> None:
+    chunks = verified_chunks(job.repo, job.manifest, entry, job.progress)
+    if entry.compression.startswith("zstd"):
+        chunks = compression.zstd_decompress(chunks)
+    job.progress.start(f"restore {entry.name}", entry.size)
+    try:
+        extract(in_thread(chunks), dest)
+    except compression.ZstdError as exc:
+        raise RestoreFailed(
+            f"backup {job.manifest.id}: {entry.name} does not decompress: {exc}"
+        ) from exc
+    job.progress.done()
+
+
+def _tablespace_root(sandbox: Sandbox) -> Path:
+    return sandbox.work_dir / "tablespaces"
+
+
+def _restore_tablespaces(job: RestoreJob) -> int:
+    """Every tablespace of the backup is extracted inside the sandbox and linked from
+    ``pg_tblspc/<oid>``: nothing points at production's locations (the backup's
+    tablespace_map, which names them, is removed once pg_verifybackup has read it).
+    Returns the bytes restored."""
+    manifest, data_dir = job.manifest, job.sandbox.data_dir
+    mapped = set()
+    map_file = data_dir / "tablespace_map"
+    if map_file.exists():
+        mapped = set(parse_tablespace_map(map_file.read_bytes()))
+    listed = {t.oid for t in manifest.tablespaces}
+    if mapped != listed:
+        raise RestoreFailed(
+            f"backup {manifest.id}: its tablespace_map names tablespaces {sorted(mapped)}, "
+            f"its manifest {sorted(listed)}"
+        )
+    files = {f.name: f for f in manifest.files}
+    size = 0
+    for space in manifest.tablespaces:
+        dest = _tablespace_root(job.sandbox) / str(space.oid)
+        dest.parent.mkdir(mode=0o700, exist_ok=True)
+        _extract(job, files[space.file], dest)
+        link = data_dir / "pg_tblspc" / str(space.oid)
+        link.parent.mkdir(mode=0o700, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(dest)
+        size += files[space.file].size
+    return size
+
+
+def _tablespace_created(created: pitr.TablespaceCreated) -> str:
+    return (
+        f"the archived WAL creates tablespace {created.oid} at {created.location!r} (LSN "
+        f"{created.lsn}), after the backup was taken: replaying it would write there, "
+        f"outside the sandbox, so the sandbox's server stopped at that record (its OS user "
+        f"may not take the directory over). This backup can be restore-tested only to points "
+        f"before LSN "
+        f"{created.lsn} (--pitr); the next physical backup includes the tablespace"
+    )
+
+
+def _place_backup_manifest(job: RestoreJob) -> None:
+    """pg_verifybackup reads backup_manifest from the data directory: a backup taken with
+    tablespaces keeps it beside the archives, not inside base.tar."""
+    target = job.sandbox.data_dir / "backup_manifest"
+    if target.exists():
+        return
+    entry = next((f for f in job.manifest.files if f.role == "backup_manifest"), None)
+    if entry is None:
+        raise RestoreFailed(f"backup {job.manifest.id}: no backup_manifest in the backup")
+    download(job.repo, job.manifest, entry, target, NullProgress())
 
 
 def _heartbeat(

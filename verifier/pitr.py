@@ -113,3 +113,24 @@ def read_log(log: str) -> Reached:
 def newest_commit(waldump_output: str) -> dt.datetime | None:
     found = _COMMIT.findall(waldump_output)
     return parse_time(found[-1]) if found else None
+
+
+_TABLESPACE_CREATE = re.compile(
+    r'WAL redo at ([0-9A-F]+/[0-9A-F]+) for Tablespace/CREATE: (\d+) "((?:[^"\\]|\\.)*)"'
+)
+
+
+@dataclass(frozen=True)
+class TablespaceCreated:
+    lsn: str
+    oid: int
+    location: str
+
+
+def tablespace_created(log: str) -> TablespaceCreated | None:
+    """The CREATE TABLESPACE record replay stopped at, from the server log's CONTEXT line
+    (a location outside the sandbox that the sandbox's OS user cannot take over)."""
+    found = _TABLESPACE_CREATE.search(log)
+    if found is None:
+        return None
+    return TablespaceCreated(found.group(1), int(found.group(2)), found.group(3))

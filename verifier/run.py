@@ -26,6 +26,7 @@ from verifier.errors import (
     TargetError,
     VerifierError,
 )
+from verifier.isolation import DEFAULT_SANDBOX_USER, sandbox_runner
 from verifier.records import CheckResult, ResultRecord
 from verifier.sandbox import ProcessSandbox, Sandbox, reap_leftovers
 
@@ -43,6 +44,8 @@ class VerifyRequest:
     timeout_seconds: float = 6 * 3600
     sandbox_root: str | None = None
     container: ContainerSettings | None = None  # None: the process sandbox
+    sandbox_user: str = DEFAULT_SANDBOX_USER  # the OS user sandboxes run as (when root)
+    share_sandbox_user: bool = False  # accept a sandbox user that owns a local cluster
 
 
 SandboxFactory = Callable[[int, Runner], Sandbox]  # (the backup's major, runner)
@@ -181,6 +184,12 @@ def verify(
     if request.container is not None:
         record.sandbox_image = request.container.image_for(major)
     try:
+        # a container cannot reach this machine's clusters: only its files are chowned
+        runner = sandbox_runner(
+            runner,
+            request.sandbox_user,
+            request.share_sandbox_user or request.container is not None,
+        )
         sandbox = factory(major, runner)
         record.sandbox = sandbox.kind  # a factory given by the caller may differ
         with sandbox.session():

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from backups.errors import CatalogError
-from backups.physical import parse_points
+from backups import catalog
+from backups.errors import BackupFailed, CatalogError
+from backups.physical import _tablespaces, parse_points, parse_tablespace_map
 
 LABEL = (
     b"START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\n"
@@ -41,3 +42,25 @@ def test_timeline_switch_during_backup() -> None:
 def test_unusable_inputs_are_catalog_errors(label: bytes, man: bytes) -> None:
     with pytest.raises(CatalogError):
         parse_points(label, man)
+
+
+def test_tablespace_map_with_escaped_locations() -> None:
+    text = b"16384 /srv/ts one\n16390 /srv/odd\\\\path\\\nline\n\n"
+    assert parse_tablespace_map(text) == {16384: "/srv/ts one", 16390: "/srv/odd\\path\nline"}
+    with pytest.raises(CatalogError, match="unreadable"):
+        parse_tablespace_map(b"nonsense\n")
+
+
+def _file(name: str) -> catalog.BackupFile:
+    return catalog.BackupFile(name, 1, "0" * 64, "tablespace", "zstd:3")
+
+
+def test_every_archive_is_in_the_tablespace_map_and_back() -> None:
+    files = [_file("tablespace-16384.tar.zst"), _file("tablespace-16390.tar.zst")]
+    spaces = _tablespaces(files, {16384: "/a", 16390: "/b"}, {16384: "fast"})
+    assert [(t.oid, t.name, t.location, t.file) for t in spaces] == [
+        (16384, "fast", "/a", "tablespace-16384.tar.zst"),
+        (16390, "16390", "/b", "tablespace-16390.tar.zst"),  # dropped before we named it
+    ]
+    with pytest.raises(BackupFailed, match="tablespace_map"):
+        _tablespaces(files[:1], {16384: "/a", 16390: "/b"}, {})

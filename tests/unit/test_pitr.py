@@ -65,3 +65,13 @@ def test_reading_what_recovery_reached() -> None:
     assert pitr.read_log(
         "FATAL:  recovery ended before configured recovery target was reached"
     ).target_missed
+
+
+def test_a_tablespace_created_in_replay_is_named_with_its_lsn() -> None:
+    log = (
+        'FATAL:  could not set permissions on directory "/srv/ts": Operation not permitted\n'
+        'CONTEXT:  WAL redo at 0/4000410 for Tablespace/CREATE: 16398 "/srv/ts \\"x\\""\n'
+    )
+    created = pitr.tablespace_created(log)
+    assert created == pitr.TablespaceCreated("0/4000410", 16398, '/srv/ts \\"x\\"')
+    assert pitr.tablespace_created("FATAL: something else") is None
