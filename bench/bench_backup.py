@@ -67,7 +67,7 @@ def row(label: str, seconds: float, size: int | None = None, ref: float | None =
     print(f"  {label:<46} {seconds:7.2f} s{size_text}{ratio}", flush=True)
 
 
-def source(scale: int, base: Path, s3: SeaweedS3) -> tuple[Cluster, Path]:
+def source(scale: int, base: Path, s3: SeaweedS3 | None) -> tuple[Cluster, Path]:
     repo = base / "repo"
     repo.mkdir()
     os.chown(repo, base.stat().st_uid, base.stat().st_gid)
@@ -107,7 +107,9 @@ def source(scale: int, base: Path, s3: SeaweedS3) -> tuple[Cluster, Path]:
 
 
 @contextlib.contextmanager
-def bench_source(scale: int, prefix: str, s3: SeaweedS3) -> Iterator[tuple[Path, Cluster, Path]]:
+def bench_source(
+    scale: int, prefix: str, s3: SeaweedS3 | None
+) -> Iterator[tuple[Path, Cluster, Path]]:
     """(work dir, source cluster, pgproof config); everything removed on leaving."""
     base = private_dir(prefix)
     try:

@@ -30,6 +30,7 @@ from tests.integration.helpers import (
 from tests.support.fixtures import Setup, destroy_setup, make_setup
 from tests.support.pgcluster import available_majors
 from verifier import run
+from verifier.isolation import DEFAULT_SANDBOX_USER
 from verifier.records import ResultRecord
 from verifier.sandbox import ProcessSandbox
 
@@ -41,7 +42,7 @@ class TamperingRunner(Runner):
     in it (once) as the sandbox's superuser."""
 
     def __init__(self, database: str, statements: Sequence[str]):
-        super().__init__()
+        super().__init__(postgres_user=DEFAULT_SANDBOX_USER)  # the sandbox's runner itself
         self.database, self.statements, self.done = database, list(statements), False
 
     def run(self, argv: list[str], **kw: Any) -> CommandResult:
@@ -182,6 +183,9 @@ class RestoresIntoUtf8(Runner):
     created as UTF8 instead of as its dump describes it."""
 
     done = False
+
+    def __init__(self) -> None:
+        super().__init__(postgres_user=DEFAULT_SANDBOX_USER)  # the sandbox's runner itself
 
     def run(self, argv: list[str], **kw: Any) -> CommandResult:
         result = super().run(argv, **kw)
