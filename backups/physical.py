@@ -328,7 +328,8 @@ class PhysicalBackup:
                 ) as cmd,
             ):
                 seen = cmd.watch_stall(self.settings.wal_wait_seconds, self._stall_reason())
-                for archive in stagedtar.follow_archives(out, cmd.running):
+                throttle = stagedtar.Throttle(cmd.pid)
+                for archive in stagedtar.follow_archives(out, cmd.running, throttle):
                     archives.append(archive)
                     chunks = _seen(counted(archive.chunks(), self.progress), seen)
                     if archive.name == "base.tar":

@@ -6,7 +6,11 @@ after the other (it closes an archive before it opens the next), then ``backup_m
 :func:`follow_archives` reads each archive as it grows, in the order written, so compression
 and upload run while the backup is taken, and gives the disk back behind itself (a hole is
 punched into what was read and the file removed once done): the staging directory holds
-about what pgproof has not read yet, not a second copy of the database.
+about what pgproof has not read yet, not a second copy of the database. pg_basebackup can
+write faster than pgproof compresses and uploads: when the unread part of an archive passes
+``max_lag`` bytes, pg_basebackup is paused (SIGSTOP; the server just sees TCP back-pressure)
+and resumed (SIGCONT) once pgproof has caught up to half of it, so the staging directory never
+holds much more than ``max_lag``.
 
 An archive is complete when its end-of-archive marker (two zero blocks) has been read; when
 pg_basebackup exits first, the archive must end there or the backup fails.
@@ -14,10 +18,11 @@ pg_basebackup exits first, the archive must end there or the backup fails.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
-import errno
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +30,39 @@ from pathlib import Path
 from backups.tarscan import TarScanner
 
 CHUNK = 1 << 20
+MAX_LAG = 64 << 20
+
+
+class Throttle:
+    """Pauses the writer (by PID) while the reader lags too far behind; never leaves it
+    paused (``release``)."""
+
+    def __init__(self, pid: int | None, max_lag: int = MAX_LAG):
+        self.pid = pid
+        self.max_lag = max_lag
+        self.paused = False
+        self.pauses = 0
+
+    def update(self, lag: int) -> None:
+        if self.pid is None:
+            return
+        if not self.paused and lag > self.max_lag:
+            self._signal(signal.SIGSTOP)
+            self.paused = True
+            self.pauses += 1
+        elif self.paused and lag < self.max_lag // 2:
+            self.release()
+
+    def release(self) -> None:
+        if self.paused and self.pid is not None:
+            self._signal(signal.SIGCONT)
+        self.paused = False
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid or 0, sig)
+
+
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 
@@ -52,15 +90,22 @@ class _HolePuncher:
         assert self._libc is not None
         mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
         if self._libc.fallocate(fd, mode, offset, length) != 0:
-            if ctypes.get_errno() in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                self.works = False
+            self.works = False  # EOPNOTSUPP, ENOSYS...: the file system cannot; do not retry
 
 
 class Archive:
     """One archive being read; ``complete`` once its end-of-archive marker has passed."""
 
-    def __init__(self, path: Path, running: Callable[[], bool], puncher: _HolePuncher, poll: float):
+    def __init__(
+        self,
+        path: Path,
+        running: Callable[[], bool],
+        puncher: _HolePuncher,
+        poll: float,
+        throttle: Throttle,
+    ):
         self.path = path
+        self._throttle = throttle
         self.name = path.name
         self.complete = False
         self._running = running
@@ -72,7 +117,11 @@ class Archive:
         where pg_basebackup stopped (``complete`` stays False: its exit status says why)."""
         scanner = TarScanner(set())
         offset = 0
-        with open(self.path, "rb", buffering=0) as fh:
+        try:  # punching holes needs a descriptor open for writing
+            fd = os.open(self.path, os.O_RDWR)
+        except PermissionError:
+            fd = os.open(self.path, os.O_RDONLY)
+        with open(fd, "rb", buffering=0) as fh:
             while True:
                 exited = not self._running()  # sampled before the read: no race with exit
                 data = fh.read(CHUNK)
@@ -81,7 +130,9 @@ class Archive:
                     yield data
                     self._puncher.punch(fh.fileno(), offset, len(data))
                     offset += len(data)
+                    self._throttle.update(os.fstat(fh.fileno()).st_size - offset)
                     continue
+                self._throttle.release()  # caught up
                 if scanner.finished or exited:
                     break
                 time.sleep(self._poll)
@@ -90,10 +141,24 @@ class Archive:
 
 
 def follow_archives(
-    directory: Path, running: Callable[[], bool], poll: float = 0.05
+    directory: Path,
+    running: Callable[[], bool],
+    throttle: Throttle | None = None,
+    poll: float = 0.05,
 ) -> Iterator[Archive]:
     """Each ``*.tar`` in ``directory``, oldest first, as pg_basebackup (``running`` while it
-    does) writes them. Read each archive's chunks fully before taking the next."""
+    does) writes them. Read each archive's chunks fully before taking the next. The writer is
+    never left paused, whatever happens to the reader."""
+    throttle = throttle or Throttle(None)
+    try:
+        yield from _follow(directory, running, throttle, poll)
+    finally:
+        throttle.release()
+
+
+def _follow(
+    directory: Path, running: Callable[[], bool], throttle: Throttle, poll: float
+) -> Iterator[Archive]:
     done: set[str] = set()
     puncher = _HolePuncher()
     while True:
@@ -112,4 +177,4 @@ def follow_archives(
             continue
         name = min(pending)[1]
         done.add(name)
-        yield Archive(directory / name, running, puncher, poll)
+        yield Archive(directory / name, running, puncher, poll, throttle)

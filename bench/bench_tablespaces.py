@@ -59,6 +59,21 @@ class StagingWatch:
         self._thread.join()
 
 
+def source_size(cluster: Cluster) -> int:
+    return int(cluster.sql("select sum(pg_database_size(oid)) from pg_database")[0][0])
+
+
+def drained(cluster: Cluster) -> None:
+    """Wait until the archiver has caught up (moving a table writes its size in WAL, and
+    pg_basebackup -X none waits for the backup's last segment to be archived)."""
+    last = cluster.switch_wal()
+    deadline = time.monotonic() + 600
+    while cluster.sql("select last_archived_wal from pg_stat_archiver")[0][0] != last:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{last} not archived after 600 s")
+        time.sleep(0.2)
+
+
 def backups(cluster: Cluster, config: Path, base: Path, conf: Path, label: str) -> None:
     print(f"\n{label}")
     target = base / "bb"
@@ -95,7 +110,7 @@ def backups(cluster: Cluster, config: Path, base: Path, conf: Path, label: str) 
     print(
         f"  pgproof/pg_basebackup {seconds_pp / seconds_bb:.2f}x, pgproof/pgBackRest "
         f"{seconds_pp / seconds_br:.2f}x; pgproof peak RSS {rss / 1024:.0f} MB; staging disk "
-        f"peak {mb(staging.peak)} ({staging.peak / max(1, size_bb):.3f}x the compressed backup)",
+        f"peak {mb(staging.peak)} ({staging.peak / source_size(cluster):.3f}x the source's size)",
         flush=True,
     )
     started = time.perf_counter()
@@ -123,6 +138,7 @@ def main() -> None:
         doc = config.read_text().replace("enabled: true", "enabled: false")  # no heartbeat
         config.write_text(doc)
         conf = pgbackrest_conf(cluster, base)
+        drained(cluster)
         backups(cluster, config, base, conf, "every table in pg_default (one tar, piped)")
         space = private_dir("pgproof-bench-space-")
         try:
@@ -130,6 +146,7 @@ def main() -> None:
             cluster.sql("alter table pgbench_accounts set tablespace bench")
             cluster.sql("alter index pgbench_accounts_pkey set tablespace bench")
             cluster.sql("checkpoint")
+            drained(cluster)
             moved = cluster.sql("select pg_tablespace_size('bench')")[0][0]
             backups(
                 cluster,

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import threading
 import time
 from pathlib import Path
 
-from backups.stagedtar import follow_archives
+from backups.stagedtar import Throttle, _HolePuncher, follow_archives
 
 
 def tar_bytes(*members: tuple[str, bytes]) -> bytes:
+    """A tar archive as pg_basebackup writes it: ending with the two zero blocks, without
+    the padding to a 10 KiB record that tarfile adds."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+        end = tar.offset + 2 * tarfile.BLOCKSIZE
+    return buf.getvalue()[:end]
 
 
 def slow_writer(out: Path, archives: list[tuple[str, bytes]], stop_at: int | None) -> None:
@@ -68,3 +72,43 @@ def test_a_writer_that_dies_midway_leaves_an_incomplete_archive(tmp_path: Path) 
     base = tar_bytes(("base/1/1259", b"z" * 200_000))
     seen = follow(tmp_path, [("base.tar", base)], stop_at=50_000)
     assert [(n, len(d), c) for n, d, c in seen] == [("base.tar", 50_000, False)]
+
+
+def test_what_was_read_gives_its_disk_back(tmp_path: Path) -> None:
+    path = tmp_path / "big.tar"
+    path.write_bytes(os.urandom(8 << 20))
+    before = path.stat().st_blocks
+    fd = os.open(path, os.O_RDWR)
+    try:
+        puncher = _HolePuncher()
+        puncher.punch(fd, 0, 6 << 20)
+    finally:
+        os.close(fd)
+    assert puncher.works  # ext4, xfs and tmpfs can
+    assert path.stat().st_blocks < before / 2
+    assert path.stat().st_size == 8 << 20  # the size stays: the writer keeps appending
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_writer_too_far_ahead_is_paused_until_the_reader_catches_up() -> None:
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        throttle = Throttle(child.pid, max_lag=100)
+        throttle.update(50)
+        assert _state(child.pid) != "T"
+        throttle.update(101)
+        time.sleep(0.1)
+        assert _state(child.pid) == "T" and throttle.pauses == 1
+        throttle.update(60)  # not yet below half
+        assert throttle.paused
+        throttle.update(49)
+        time.sleep(0.1)
+        assert _state(child.pid) != "T" and not throttle.paused
+    finally:
+        child.kill()
+        child.wait()
