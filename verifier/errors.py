@@ -4,6 +4,7 @@ VerifierError
  +-- SandboxError         a throwaway PostgreSQL could not be made, started or reached
  |    +-- EngineUnavailable    no container engine answers (container sandbox)
  |    +-- SandboxUserError     the sandbox's OS user is missing or owns a real cluster
+ +-- RepositoryUnavailable a repository did not answer while the backup was read (error)
  +-- RestoreFailed        the backup itself is bad (checksum, WAL gap, wrong cluster)
  +-- TargetError          the requested backup or PITR target is impossible (a usage error)
 """
@@ -24,6 +25,10 @@ class EngineUnavailable(SandboxError):
 
 
 class SandboxUserError(SandboxError):
+    pass
+
+
+class RepositoryUnavailable(VerifierError):
     pass
 
 

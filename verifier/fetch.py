@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from backups import catalog
-from backups.errors import BackupError
+from backups.errors import BackupError, ObjectNotFound
 from backups.progress import Progress
 from backups.storage.base import Repository
-from verifier.errors import RestoreFailed
+from verifier.errors import RepositoryUnavailable, RestoreFailed
 
 
 def verified_chunks(
@@ -31,8 +31,12 @@ def verified_chunks(
         raise RestoreFailed(
             f"backup {manifest.id}: file {entry.name} does not match its sha256 (corrupted)"
         ) from exc
-    except BackupError as exc:
-        raise RestoreFailed(f"backup {manifest.id}: cannot read {entry.name}: {exc}") from exc
+    except ObjectNotFound as exc:  # the manifest lists it, the repository lacks it: damage
+        raise RestoreFailed(f"backup {manifest.id}: {entry.name} is missing: {exc}") from exc
+    except BackupError as exc:  # the repository did not answer: nothing is known of the backup
+        raise RepositoryUnavailable(
+            f"backup {manifest.id}: cannot read {entry.name}: {exc}"
+        ) from exc
 
 
 def download(
