@@ -21,24 +21,71 @@ def default_lock_dir() -> str:
 
 @contextlib.contextmanager
 def target_lock(lock_dir: str, target: str, job: str) -> Iterator[None]:
-    directory = Path(lock_dir)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
-    path = directory / f"{target}.lock"
+    """The target's job lock: one backup, verify or retention at a time."""
+    with _flock(Path(lock_dir) / f"{target}.lock", job) as got:
+        if got is not None:
+            raise LockHeld(
+                f"another pgproof job holds the lock of target {target!r}{got}; try again "
+                "when it has finished"
+            )
+        yield
+
+
+@contextlib.contextmanager
+def heartbeat_lock(lock_dir: str, target: str) -> Iterator[None]:
+    """At most one heartbeat writer per target."""
+    with _flock(Path(lock_dir) / f"{target}.heartbeat.lock", "heartbeat") as got:
+        if got is not None:
+            raise LockHeld(f"another heartbeat of target {target!r} is running{got}")
+        yield
+
+
+def lock_files(lock_dir: str, target: str) -> list[Path]:
+    return [Path(lock_dir) / f"{target}.lock", Path(lock_dir) / f"{target}.heartbeat.lock"]
+
+
+@contextlib.contextmanager
+def _flock(path: Path, job: str) -> Iterator[str | None]:
+    """Yields None when the lock is ours (released on leaving, and by the kernel on SIGKILL),
+    else a description of its holder."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_holder(fd)
-            raise LockHeld(
-                f"another pgproof job holds the lock of target {target!r}"
-                f"{holder}; try again when it has finished"
-            ) from None
+            yield _read_holder(fd)
+            return
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "job": job, "since": time.time()}).encode())
-        yield
+        holder: dict[str, object] = {"pid": os.getpid(), "job": job, "since": time.time()}
+        serve = os.environ.get("PGPROOF_SERVE_PID", "")
+        if serve.isdigit():
+            holder["serve"] = int(serve)  # a child of serve (pgproof.lifeline)
+        os.write(fd, json.dumps(holder).encode())
+        yield None
     finally:
         os.close(fd)  # closing releases the flock; the kernel does it on SIGKILL too
+
+
+def holder_of(path: Path) -> dict[str, object] | None:
+    """Who holds the lock at ``path`` (None when nobody does)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                raw = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                return {}
+            return raw if isinstance(raw, dict) else {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _read_holder(fd: int) -> str:

@@ -100,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fast = walfast.try_fast(list(sys.argv[1:] if argv is None else argv))
     if fast is not None:
         return fast
+    from pgproof import lifeline
+
+    lifeline.bind_to_serve()
     args = build_parser().parse_args(argv)
     from pgproof import config as config_mod
 

@@ -363,6 +363,7 @@ def cmd_heartbeat(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
     import signal
 
     from backups import heartbeat
+    from backups.lock import heartbeat_lock
     from backups.source import Source
 
     target = targets[0]
@@ -379,15 +380,20 @@ def cmd_heartbeat(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    heartbeat.run_forever(
-        source,
-        hb.every_seconds,
-        stop,
-        hb.database,
-        on_error=heartbeat.throttled(
-            lambda message: _err(f"heartbeat on {target.name}: {message}")
-        ),
-    )
+    try:
+        with heartbeat_lock(target.settings.lock_dir, target.name):  # one writer per target
+            heartbeat.run_forever(
+                source,
+                hb.every_seconds,
+                stop,
+                hb.database,
+                on_error=heartbeat.throttled(
+                    lambda message: _err(f"heartbeat on {target.name}: {message}")
+                ),
+            )
+    except LockHeld as exc:
+        _err(str(exc))
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import schedule
 
+from pgproof import lifeline
+
 log = logging.getLogger("pgproof.jobs")
 
 JOB_ARGS: Mapping[str, tuple[str, ...]] = {
@@ -110,7 +112,7 @@ class ChildRunner:
             self.argv(target, job),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=dict(self.env),
+            env=lifeline.child_env(dict(self.env)),  # dies with serve
             start_new_session=True,  # its own process group: killed as a whole if need be
         )
         with self._lock:
@@ -279,7 +281,7 @@ class Heartbeat:
             self.runner.command(self.target, ("heartbeat",)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=dict(self.runner.env),
+            env=lifeline.child_env(dict(self.runner.env)),  # dies with serve
             start_new_session=True,
         )
         self._reader = threading.Thread(

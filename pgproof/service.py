@@ -18,12 +18,13 @@ from typing import Any
 
 from alerts.conditions import Thresholds, evaluate
 from alerts.notifier import Notifier, NotifierSettings
+from backups.lock import lock_files
 from backups.storage.base import Repository
 from backups.storage.factory import open_all
 from exporters.collector import registry
 from exporters.exporter import ExportedTarget, Exporter
 from exporters.http import HttpEndpoint, Request, Response, metrics_handler
-from pgproof import __version__
+from pgproof import __version__, lifeline
 from pgproof.config import Config
 from pgproof.scheduling import (
     ChildRunner,
@@ -271,6 +272,14 @@ class Service:
             return reap_leftovers(self.cfg.verifier.workdir)
 
     def start(self) -> None:
+        locks = [
+            str(path) for t in self.cfg.targets for path in lock_files(t.settings.lock_dir, t.name)
+        ]
+        stopped = lifeline.stop_leftovers(locks)
+        if stopped:
+            log.warning(
+                "stopped jobs and heartbeats left by a killed serve", extra={"stopped": stopped}
+            )
         removed = self._reap()
         if removed:
             log.warning("removed sandboxes left by a killed run", extra={"sandboxes": removed})

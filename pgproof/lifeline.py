@@ -1,0 +1,92 @@
+"""Children of ``pgproof serve`` die with it, and a restarted serve stops what a crashed one
+left behind.
+
+A child started by serve gets ``PGPROOF_SERVE_PID`` in its environment. At start it asks the
+kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), and exits at once if serve is
+already gone (the parent died before the request was made). The job and heartbeat locks it
+takes record that serve's PID, so a serve that starts later can tell the leftovers of a dead
+serve (their recorded serve is not running) from jobs someone started by hand (no serve
+recorded), and stop only the former.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+SERVE_PID_ENV = "PGPROOF_SERVE_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def serve_pid() -> int | None:
+    """The serve this process was started by, if any."""
+    raw = os.environ.get(SERVE_PID_ENV, "")
+    return int(raw) if raw.isdigit() else None
+
+
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a child of this serve."""
+    return {**env, SERVE_PID_ENV: str(os.getpid())}
+
+
+def bind_to_serve() -> None:
+    """Called first thing by every pgproof command: a child of serve dies with serve."""
+    parent = serve_pid()
+    if parent is None:
+        return
+    name = ctypes.util.find_library("c")
+    if name:
+        libc = ctypes.CDLL(name, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # serve died before the request took effect
+        sys.stderr.write("pgproof: the serve that started this job is gone; not starting\n")
+        raise SystemExit(1)
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def orphans(holders: list[tuple[str, dict[str, object]]]) -> list[tuple[str, int]]:
+    """(lock, pid) of lock holders started by a serve that is no longer running."""
+    found = []
+    for lock, holder in holders:
+        pid, serve = holder.get("pid"), holder.get("serve")
+        if isinstance(pid, int) and isinstance(serve, int) and not alive(serve):
+            found.append((lock, pid))
+    return found
+
+
+def stop_leftovers(lock_paths: list[str], grace: float = 10.0) -> list[str]:
+    """SIGTERM (then SIGKILL after ``grace``) to every holder of these locks that a dead serve
+    started: the jobs and heartbeats of a crashed serve. Returns what was stopped."""
+    from backups.lock import holder_of
+
+    held: list[tuple[str, dict[str, object]]] = []
+    for path in lock_paths:
+        holder = holder_of(Path(path))
+        if holder:
+            held.append((path, holder))
+    stopped = []
+    for lock, pid in orphans(held):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        stopped.append(f"{lock}: PID {pid}")
+    return stopped
