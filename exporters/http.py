@@ -1,31 +1,48 @@
 """The read-only HTTP endpoint: ``/metrics``, ``/healthz`` and whatever else the service adds.
 
+Served by uvicorn (asyncio, h11) on one event loop thread: an idle or slow client costs a
+socket and a few kilobytes, never a thread. Work is bounded by construction:
+
+- at most ``max_connections`` connections (more are closed as soon as they are accepted);
+- a client must complete its request headers within ``header_timeout`` of connecting (or of
+  its previous response): slow-loris trickling is cut off; an idle keep-alive connection is
+  closed after ``idle_timeout``;
+- request headers are limited to ``max_header_bytes`` in all (h11 answers 431 beyond, and
+  the connection is closed) and ``max_headers`` in number (431);
+- handlers run in two small thread pools: ``/metrics`` in its own, everything else
+  (``/reports/`` rendering) in another, so a crowd on the reports cannot slow a scrape.
+
 Basic auth and TLS come from a web-config file (``exporters.webconfig``), re-read when it
-changes (a broken edit is logged and the previous settings stay). The TLS handshake happens in
-the connection's own thread, so a slow client cannot hold up the others.
+changes (a broken edit is logged and the previous settings stay). TLS certificates, keys and
+client CAs are reloaded per handshake (the server context hands each handshake to the
+current one); switching TLS on or off, or the client-certificate mode, takes a restart.
+Errors go through logging; a client that disconnects early is not an error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import gzip
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
+import uvicorn
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from exporters import webconfig
 from exporters.errors import ListenError, WebConfigError
+from exporters.settings import HttpLimits
 
 log = logging.getLogger("pgproof.http")
 
@@ -46,11 +63,27 @@ class Request:
 
 
 Handler = Callable[[Request], Response]
+TEXT = "text/plain; charset=utf-8"
+
+
+_VERSION = re.compile(r"""version\s*=\s*"?([^";,\s]*)""", re.I)
+
+
+def usable_accept(accept: str) -> str:
+    """The Accept header, or "" (the text format) when it names a version that is not a
+    dotted number: prometheus_client would fail on it (a client's typo is no server error)."""
+    for found in _VERSION.finditer(accept):
+        if not re.fullmatch(r"\d+(\.\d+)*", found.group(1)):
+            return ""
+    return accept
 
 
 def metrics_handler(registry: CollectorRegistry) -> Handler:
     def handle(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        try:
+            encoder, content_type = choose_encoder(usable_accept(request.headers.get("accept", "")))
+        except ValueError:  # anything else it cannot read: the text format
+            encoder, content_type = choose_encoder("")
         return Response(200, content_type, encoder(registry))
 
     return handle
@@ -61,25 +94,92 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-    endpoint: HttpEndpoint
+def _protocol(limits: HttpLimits) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a connection cap and a header deadline. At the cap, the
+    connection idle the longest (no request in progress: kept alive, or still sending its
+    headers) is closed to make room; only when every connection is being served is the new
+    one refused. So idle or slow clients can never lock a scraper out."""
+    order: dict[H11Protocol, None] = {}  # open connections, least recently active first
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        ctx = self.endpoint.tls_context()
-        if ctx is not None:
-            request.settimeout(10)
-            try:
-                request = ctx.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as exc:
-                log.info("TLS handshake with %s failed: %s", client_address[0], exc)
+    class Protocol(H11Protocol):
+        _rejected = False
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _busy(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if len(order) >= limits.max_connections and not _evict_one():
+                self._rejected = True
+                self.transport = transport
+                log.debug("connection refused: %d connections busy", len(order))
+                transport.abort()
                 return
-        super().finish_request(request, client_address)
+            super().connection_made(transport)
+            order[self] = None
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(
+                limits.header_timeout_seconds, self._headers_too_slow
+            )
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _headers_too_slow(self) -> None:
+            self._deadline = None
+            if not self._busy():
+                log.debug("closing a connection whose request did not arrive in time")
+                self.transport.abort()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._busy():
+                self._disarm()  # a request is being served: its headers are in
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            order.pop(self, None)
+            if not self.transport.is_closing():
+                order[self] = None  # most recently active now
+                self._arm()  # the next request has the same deadline
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            order.pop(self, None)
+            if self._rejected:
+                return
+            super().connection_lost(exc)
+
+    def _evict_one() -> bool:
+        for victim in order:
+            if not victim._busy():  # type: ignore[attr-defined]
+                order.pop(victim)
+                log.debug("connection limit reached: closing the longest idle connection")
+                victim.transport.abort()
+                return True
+        return False
+
+    return Protocol
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+def _bind(listen: str, backlog: int) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
 
 
 class HttpEndpoint:
@@ -89,33 +189,39 @@ class HttpEndpoint:
         routes: Mapping[str, Handler],
         web_config_file: str | None = None,
         prefix_routes: Mapping[str, Handler] | None = None,
+        limits: HttpLimits | None = None,
     ):
         self.routes = dict(routes)
         self.prefix_routes = dict(prefix_routes or {})
         self.web_config_file = web_config_file
+        self.limits = limits = limits or HttpLimits()
         self._config = webconfig.WebConfig()
         self._config_stamp: tuple[int, int] | None = None
         self._auth = webconfig.Authenticator({})
         self._config_lock = threading.Lock()
         if web_config_file:
             self._reload(initial=True)
-        host, port = parse_listen(listen)
-        server_class = _Server6 if ":" in host else _Server
-        try:
-            self.server = server_class((host, port), _make_handler(self))
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
-        self.server.endpoint = self
+        self._tls = self._config.tls  # the server's context; handshakes move to the current one
+        if self._tls is not None:
+            self._tls.sni_callback = self._handshake
+        self.socket = _bind(listen, 128)
+        self._metrics_pool = concurrent.futures.ThreadPoolExecutor(
+            limits.metrics_threads, thread_name_prefix="pgproof-http-metrics"
+        )
+        self._other_pool = concurrent.futures.ThreadPoolExecutor(
+            limits.other_threads, thread_name_prefix="pgproof-http"
+        )
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self.server.server_address[:2]
+        host, port = self.socket.getsockname()[:2]
         return str(host), int(port)
 
     @property
     def scheme(self) -> str:
-        return "https" if self._config.tls is not None else "http"
+        return "https" if self._tls is not None else "http"
 
     def _reload(self, initial: bool = False) -> None:
         assert self.web_config_file
@@ -138,6 +244,8 @@ class HttpEndpoint:
             log.error("web config not reloaded, keeping the previous one: %s", exc)
             self._config_stamp = stamp
             return
+        if not initial and (config.tls is None) != (self._config.tls is None):
+            log.error("web config: switching TLS on or off takes a restart of pgproof serve")
         self._config = config
         self._auth = webconfig.Authenticator(config.users)
         self._config_stamp = stamp
@@ -151,17 +259,47 @@ class HttpEndpoint:
     def tls_context(self) -> ssl.SSLContext | None:
         return self.current()[0].tls
 
+    def _handshake(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        current = self.tls_context()
+        if current is not None and current is not ctx:
+            sslobj.context = current  # the reloaded certificate, key and client CAs
+
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, name="pgproof-http", daemon=True
+        config = uvicorn.Config(
+            self._asgi,
+            http=_protocol(self.limits),
+            interface="asgi3",
+            lifespan="off",
+            proxy_headers=False,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            timeout_keep_alive=max(1, int(self.limits.idle_timeout_seconds)),
+            timeout_graceful_shutdown=2,
+            h11_max_incomplete_event_size=self.limits.max_header_bytes,
+            ssl_context_factory=(lambda cfg, default: self._tls) if self._tls else None,  # type: ignore[arg-type,return-value]
         )
+        server = uvicorn.Server(config)
+        self._server = server
+
+        def run() -> None:
+            try:
+                asyncio.run(server.serve(sockets=[self.socket]))
+            except Exception:  # noqa: BLE001 - logged: the endpoint thread must say why it ended
+                log.exception("the HTTP endpoint stopped")
+
+        self._thread = threading.Thread(target=run, name="pgproof-http", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self._server is not None:
+            self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.socket.close()
+        self._metrics_pool.shutdown(wait=False, cancel_futures=True)
+        self._other_pool.shutdown(wait=False, cancel_futures=True)
 
     def route(self, path: str) -> Handler | None:
         if path in self.routes:
@@ -171,76 +309,95 @@ class HttpEndpoint:
                 return handler
         return None
 
-
-def _make_handler(endpoint: HttpEndpoint) -> type[BaseHTTPRequestHandler]:
-    class RequestHandler(BaseHTTPRequestHandler):
-        server_version = "pgproof"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-            log.debug("%s " + format, self.client_address[0], *args)
-
-        def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
-            self._serve(head=True)
-
-        def do_GET(self) -> None:  # noqa: N802 - stdlib name
-            self._serve(head=False)
-
-        def _serve(self, head: bool) -> None:
-            config, auth = endpoint.current()
-            if auth.enabled and not self._authorized(auth):
-                self._send(
-                    Response(
-                        401,
-                        "text/plain; charset=utf-8",
-                        b"Unauthorized\n",
-                        {"WWW-Authenticate": 'Basic realm="pgproof"'},
-                    ),
-                    config,
-                    head,
-                )
-                return
-            split = urlsplit(self.path)
-            handler = endpoint.route(split.path)
+    # -- the ASGI application ----------------------------------------------------------
+    async def _asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+        head = scope["method"] == "HEAD"
+        config, auth = (
+            await asyncio.get_running_loop().run_in_executor(self._other_pool, self.current)
+            if self.web_config_file
+            else (self._config, self._auth)
+        )
+        response = self._precheck(scope, raw_headers, headers, auth)
+        if response is None:
+            path = scope["path"]
+            handler = self.route(path)
             if handler is None:
-                self._send(Response(404, "text/plain; charset=utf-8", b"Not Found\n"), config, head)
-                return
-            request = Request(
-                split.path, split.query, {k.lower(): v for k, v in self.headers.items()}
+                response = Response(404, TEXT, b"Not Found\n")
+            else:
+                request = Request(path, scope["query_string"].decode("latin-1"), headers)
+                pool = self._metrics_pool if path == "/metrics" else self._other_pool
+                try:
+                    response = await asyncio.get_running_loop().run_in_executor(
+                        pool, handler, request
+                    )
+                except Exception:  # noqa: BLE001 - one bad request never stops the endpoint
+                    log.exception("serving %s failed", path)
+                    response = Response(500, TEXT, b"Internal Server Error\n")
+        await self._send(send, response, config, headers, head)
+
+    def _precheck(
+        self,
+        scope: dict[str, Any],
+        raw_headers: list[tuple[bytes, bytes]],
+        headers: Mapping[str, str],
+        auth: webconfig.Authenticator,
+    ) -> Response | None:
+        """What is answered before any handler runs: method, sizes, authentication."""
+        if scope["method"] not in ("GET", "HEAD"):
+            return Response(501, TEXT, b"Not Implemented\n")
+        if len(raw_headers) > self.limits.max_headers:
+            return Response(431, TEXT, b"Too many request headers\n", {"Connection": "close"})
+        if sum(len(k) + len(v) + 4 for k, v in raw_headers) > self.limits.max_header_bytes:
+            # h11 bounds what it buffers; a request that arrives whole is measured here
+            return Response(
+                431, TEXT, b"Request header fields too large\n", {"Connection": "close"}
             )
-            try:
-                response = handler(request)
-            except Exception:  # noqa: BLE001 - one bad request never stops the endpoint
-                log.exception("serving %s failed", split.path)
-                response = Response(500, "text/plain; charset=utf-8", b"Internal Server Error\n")
-            self._send(response, config, head)
+        if len(scope.get("raw_path") or b"") > 2048:
+            return Response(414, TEXT, b"URI Too Long\n")
+        if auth.enabled and not _authorized(headers.get("authorization", ""), auth):
+            return Response(
+                401, TEXT, b"Unauthorized\n", {"WWW-Authenticate": 'Basic realm="pgproof"'}
+            )
+        return None
 
-        def _authorized(self, auth: webconfig.Authenticator) -> bool:
-            header = self.headers.get("Authorization", "")
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() != "basic":
-                return False
-            try:
-                user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return False
-            return bool(sep) and auth.check(user, password)
+    async def _send(
+        self,
+        send: Any,
+        response: Response,
+        config: webconfig.WebConfig,
+        request_headers: Mapping[str, str],
+        head: bool,
+    ) -> None:
+        body = response.body
+        headers = dict(config.headers)
+        headers.update(response.headers)
+        if len(body) > 1024 and "gzip" in request_headers.get("accept-encoding", ""):
+            body = gzip.compress(body, 1)
+            headers["Content-Encoding"] = "gzip"
+        headers["Content-Type"] = response.content_type
+        headers["Content-Length"] = str(len(body))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [
+                    (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"" if head else body})
 
-        def _send(self, response: Response, config: webconfig.WebConfig, head: bool) -> None:
-            body = response.body
-            headers = dict(config.headers)
-            headers.update(response.headers)
-            if len(body) > 1024 and "gzip" in self.headers.get("Accept-Encoding", ""):
-                body = gzip.compress(body, 1)
-                headers["Content-Encoding"] = "gzip"
-            self.send_response(response.status, HTTPStatus(response.status).phrase)
-            self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
 
-    return RequestHandler
+def _authorized(header: str, auth: webconfig.Authenticator) -> bool:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return bool(sep) and auth.check(user, password)

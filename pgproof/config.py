@@ -29,7 +29,7 @@ from backups.settings import (
     WalSettings,
 )
 from backups.storage.s3options import MIN_PART_SIZE, S3Options
-from exporters.settings import ExporterSettings
+from exporters.settings import ExporterSettings, HttpLimits
 from pgproof.configfields import ConfigError, Fields
 from verifier.containersettings import PULL_POLICIES, ContainerSettings, check_image_template
 from verifier.isolation import DEFAULT_SANDBOX_USER
@@ -106,6 +106,7 @@ class ServeConfig:
 class HttpConfig:
     listen: str = "127.0.0.1:9847"
     web_config_file: str | None = None
+    limits: HttpLimits = HttpLimits()  # connections, timeouts, header sizes (exporters.http)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,13 @@ def _compression(f: Fields, key: str, default: str) -> str:
         f.fail(key, str(exc))
     if key == "compression" and f.path.endswith("physical") and method not in ("zstd", "none"):
         f.fail(key, "physical backups are compressed by pgproof: zstd[:level] or none")
+    return value
+
+
+def _positive(fields: Fields, key: str, default: float) -> float:
+    value = fields.duration(key, default)
+    if value is None or value <= 0:
+        fields.fail(key, "must be a positive duration")
     return value
 
 
@@ -430,7 +438,18 @@ def parse(raw: object, path: str = "<config>") -> Config:
     listen = hf.text("listen", "127.0.0.1:9847") or "127.0.0.1:9847"
     if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$", listen):
         hf.fail("listen", f"must be host:port, not {listen!r}")
-    http = HttpConfig(listen, hf.text("web_config_file"))
+    d = HttpLimits()
+    http = HttpConfig(
+        listen,
+        hf.text("web_config_file"),
+        HttpLimits(
+            max_connections=hf.req_integer("max_connections", d.max_connections, 8, 100_000),
+            header_timeout_seconds=_positive(hf, "header_timeout", d.header_timeout_seconds),
+            idle_timeout_seconds=_positive(hf, "idle_timeout", d.idle_timeout_seconds),
+            max_header_bytes=hf.req_integer("max_header_bytes", d.max_header_bytes, 1024, 1 << 20),
+            max_headers=hf.req_integer("max_headers", d.max_headers, 8, 1000),
+        ),
+    )
     hf.done()
     sv = top.sub("serve")
     serve = ServeConfig(

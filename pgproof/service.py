@@ -99,6 +99,48 @@ _RESULT_PATH = re.compile(
 REPORT_CACHE_SECONDS = 30.0
 
 
+class _ReportPages:
+    """One build of the report and its pages, each rendered once, on first request."""
+
+    def __init__(self, built: float, model: dict[str, Any]):
+        self.built = built
+        self.model = model
+        self._pages: dict[str, Response] = {}
+        self._lock = threading.Lock()
+
+    def page(self, path: str) -> Response:
+        with self._lock:
+            cached = self._pages.get(path)
+        if cached is not None:
+            return cached
+        response = self._render(path)
+        if response.status == 200:
+            with self._lock:
+                self._pages[path] = response
+        return response
+
+    def _render(self, path: str) -> Response:
+        if path in ("/reports/", "/reports/index.html"):
+            html = report.render_html(self.model, links=True)
+            return Response(200, "text/html; charset=utf-8", html.encode())
+        if path == "/reports/report.json":
+            return Response(200, "application/json", report.to_json(self.model).encode())
+        match = _RESULT_PATH.match(path)
+        if match:
+            target, result_id, ext = match.groups()
+            for t in self.model["targets"]:
+                if t["target"] != target:
+                    continue
+                for rec in t["results"]:
+                    if rec.get("id") == result_id:
+                        if ext == "json":
+                            body = json.dumps(rec, indent=2, sort_keys=True, default=str)
+                            return Response(200, "application/json", body.encode())
+                        html = report.render_result_html(target, rec)
+                        return Response(200, "text/html; charset=utf-8", html.encode())
+        return Response(404, "text/plain; charset=utf-8", b"Not Found\n")
+
+
 @dataclass
 class Service:
     cfg: Config
@@ -119,6 +161,7 @@ class Service:
             },
             self.cfg.http.web_config_file,
             prefix_routes={"/reports/": self._reports},
+            limits=self.cfg.http.limits,
         )
         timeouts = {
             "verify": self.cfg.verifier.timeout_seconds * 2 + 600,
@@ -141,7 +184,7 @@ class Service:
         self._alert_thread: threading.Thread | None = None
         self._tick_thread: threading.Thread | None = None
         self.last_evaluation: float | None = None
-        self._report_cache: tuple[float, dict[str, Any]] | None = None
+        self._report_cache: _ReportPages | None = None
         self._report_lock = threading.Lock()
 
     # -- jobs --------------------------------------------------------------------------
@@ -211,38 +254,24 @@ class Service:
         return Response(200 if alive else 503, "application/json", json.dumps(doc).encode())
 
     def report_model(self) -> dict[str, Any]:
+        return self._report_pages().model
+
+    def _report_pages(self) -> _ReportPages:
+        """The rendered report, rebuilt when a job finished or after REPORT_CACHE_SECONDS;
+        one rebuild at a time, every other request is served from memory."""
         with self._report_lock:
             cached = self._report_cache
-            if cached is not None and time.monotonic() - cached[0] < REPORT_CACHE_SECONDS:
-                return cached[1]
-        model = report.build(
-            report.inputs([t.settings for t in self.cfg.targets], self.repos), __version__
-        )
-        with self._report_lock:
-            self._report_cache = (time.monotonic(), model)
-        return model
+            if cached is not None and time.monotonic() - cached.built < REPORT_CACHE_SECONDS:
+                return cached
+            model = report.build(
+                report.inputs([t.settings for t in self.cfg.targets], self.repos), __version__
+            )
+            pages = _ReportPages(time.monotonic(), model)
+            self._report_cache = pages
+            return pages
 
     def _reports(self, request: Request) -> Response:
-        path = request.path
-        if path in ("/reports/", "/reports/index.html"):
-            html = report.render_html(self.report_model(), links=True)
-            return Response(200, "text/html; charset=utf-8", html.encode())
-        if path == "/reports/report.json":
-            return Response(200, "application/json", report.to_json(self.report_model()).encode())
-        match = _RESULT_PATH.match(path)
-        if match:
-            target, result_id, ext = match.groups()
-            for t in self.report_model()["targets"]:
-                if t["target"] != target:
-                    continue
-                for rec in t["results"]:
-                    if rec.get("id") == result_id:
-                        if ext == "json":
-                            body = json.dumps(rec, indent=2, sort_keys=True, default=str)
-                            return Response(200, "application/json", body.encode())
-                        html = report.render_result_html(target, rec)
-                        return Response(200, "text/html; charset=utf-8", html.encode())
-        return Response(404, "text/plain; charset=utf-8", b"Not Found\n")
+        return self._report_pages().page(request.path)
 
     # -- alerts ------------------------------------------------------------------------
     def evaluate_alerts(self) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,20 @@ from tests.support.fixtures import PGPROOF
 from tests.support.ports import free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class Headers(dict[str, str]):
+    """Response headers; names are case-insensitive (HTTP/1.1 servers may send them in
+    lower case, as uvicorn does)."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]):
+        super().__init__((k.lower(), v) for k, v in items)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
 
 
 @dataclass
@@ -42,9 +56,9 @@ class Served:
             request.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
-                return answer.status, answer.read(), dict(answer.headers)
+                return answer.status, answer.read(), Headers(answer.headers.items())
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read(), dict(exc.headers)
+            return exc.code, exc.read(), Headers(exc.headers.items())
 
     def scrape(self, **kw: object) -> Samples:
         status, body, _ = self.get("/metrics", **kw)  # type: ignore[arg-type]
