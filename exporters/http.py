@@ -246,6 +246,9 @@ class HttpEndpoint:
             return
         if not initial and (config.tls is None) != (self._config.tls is None):
             log.error("web config: switching TLS on or off takes a restart of pgproof serve")
+        elif not initial and config.tls and self._config.tls:
+            if config.tls.verify_mode != self._config.tls.verify_mode:
+                log.error("web config: a new client_auth_type takes a restart of pgproof serve")
         self._config = config
         self._auth = webconfig.Authenticator(config.users)
         self._config_stamp = stamp
