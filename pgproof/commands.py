@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import sys
 import threading
@@ -497,7 +498,9 @@ def cmd_serve(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace
     signal.signal(signal.SIGINT, on_signal)
     service.start()
     host, port = service.http.address
-    _err(f"serving {service.http.scheme}://{host}:{port}/metrics (Ctrl-C or SIGTERM stops)")
+    logging.getLogger("pgproof.serve").info(
+        "serving", extra={"url": f"{service.http.scheme}://{host}:{port}/metrics"}
+    )
     stop.wait()
     service.stop()
     return EXIT_OK

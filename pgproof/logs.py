@@ -5,9 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
+import threading
+from types import TracebackType
 from typing import Any
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's copy of the message with terminal colours
+}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -41,8 +48,29 @@ class TextFormatter(logging.Formatter):
 
 
 def setup(fmt: str = "text", level: int = logging.INFO) -> None:
+    """Every line the service writes goes through here: also an exception that escapes a
+    thread or the main program (one JSON object with the traceback inside, not raw lines)."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    crash = logging.getLogger("pgproof.crash")
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        crash.error(
+            "a thread ended with an exception",
+            exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+            extra={"thread": name},
+        )
+
+    def main_hook(
+        kind: type[BaseException], value: BaseException, tb: TracebackType | None
+    ) -> None:
+        crash.critical("pgproof ended with an exception", exc_info=(kind, value, tb))
+
+    threading.excepthook = thread_hook
+    sys.excepthook = main_hook
