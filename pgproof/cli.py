@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = with_target(sub.add_parser("wal-push", help="archive_command: pgproof wal-push %%p"))
     p.add_argument("path")
-    p = with_target(sub.add_parser("wal-push-worker", help=argparse.SUPPRESS))
+    p = with_target(sub.add_parser("wal-push-worker"))  # internal: no help=, not listed
     p.add_argument("pg_wal")
     p.add_argument("--lock-fd", type=int, default=None)
     p = with_target(sub.add_parser("wal-fetch", help="restore_command: pgproof wal-fetch %%f %%p"))
@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backup", default="latest", help="backup id (default: latest)")
     p.add_argument("--kind", choices=("logical", "physical"), help="default: both")
     p.add_argument(
-        "--pitr", default="latest", help="physical: latest | random | immediate | TIMESTAMP"
+        "--pitr",
+        default="latest",
+        help="physical: latest | random | immediate | TIMESTAMP | lsn:X/Y | xid:N | name:R",
     )
     p.add_argument("--json", action="store_true")
     p = with_target(sub.add_parser("retention", help="apply retention"))
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="metrics and health over HTTP, alert emails")
     p.add_argument("--listen", help="host:port (default: http.listen of the config)")
     p.add_argument("--log-format", choices=("text", "json"), help="default: serve.log_format")
+    # the internal async WAL worker (added without help=, so not listed) stays out of usage
+    sub.metavar = "{" + ",".join(c for c in sub.choices if c != "wal-push-worker") + "}"
     return parser
 
 

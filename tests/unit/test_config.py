@@ -195,3 +195,19 @@ def test_unopenable_repository_is_one_clear_line(
     assert (
         err == "pgproof: check: repository 'offsite': environment variable NO_SUCH_KEY is not set\n"
     )
+
+
+def test_help_lists_the_commands_a_user_runs_and_every_pitr_form(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pgproof.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    top = capsys.readouterr().out
+    assert "SUPPRESS" not in top and "wal-push-worker" not in top and "verify" in top
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["verify", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "lsn:X/Y | xid:N | name:R" in text
+    assert build_parser().parse_args(["wal-push-worker", "pg_wal"]).command == "wal-push-worker"
