@@ -60,9 +60,14 @@ class PgproofCollector(Collector):
             "WAL files waiting to be archived (.ready in pg_wal/archive_status).",
             ["target"],
         )
-        failed = _gauge(
-            "source_archiver_failed_count",
+        failed = CounterMetricFamily(
+            "pgproof_source_archiver_failed",
             "pg_stat_archiver.failed_count: failed archive_command attempts since the stats reset.",
+            labels=["target"],
+        )
+        failed_old = _gauge(
+            "source_archiver_failed_count",
+            "Deprecated (removed in the next release): pgproof_source_archiver_failed_total.",
             ["target"],
         )
         last_archived = _gauge(
@@ -85,11 +90,12 @@ class PgproofCollector(Collector):
             if st.source.ready_files is not None:
                 ready.add_metric([st.target], st.source.ready_files)
             failed.add_metric([st.target], st.source.failed_count)
+            failed_old.add_metric([st.target], st.source.failed_count)
             if st.source.last_archived is not None:
                 last_archived.add_metric([st.target], st.source.last_archived)
             if st.source.last_failed is not None:
                 last_failed.add_metric([st.target], st.source.last_failed)
-        yield from (src_up, ready, failed, last_archived, last_failed)
+        yield from (src_up, ready, failed, failed_old, last_archived, last_failed)
 
         tk = ["target", "kind"]
         last_success = _gauge(

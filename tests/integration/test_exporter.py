@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ DESIGN_METRICS = {
     "pgproof_wal_archive_last_success_timestamp_seconds",
     "pgproof_wal_archive_missing_segments",
     "pgproof_source_wal_ready_files",
-    "pgproof_source_archiver_failed_count",
+    "pgproof_source_archiver_failed_total",
+    "pgproof_source_archiver_failed_count",  # deprecated, one more release
     "pgproof_restore_test_last_success_timestamp_seconds",
     "pgproof_restore_test_last_status",
     "pgproof_restore_test_duration_seconds",
@@ -129,7 +131,20 @@ def test_metrics_match_what_the_jobs_and_the_verifier_stored(setup15: Setup) -> 
             last_wal = value(m, "pgproof_wal_archive_last_success_timestamp_seconds", target="main")
             assert last_wal is not None and now - 600 < last_wal <= now + 1
             assert value(m, "pgproof_source_up", target="main") == 1
+            assert value(m, "pgproof_source_archiver_failed_total", target="main") == 0
             assert value(m, "pgproof_source_archiver_failed_count", target="main") == 0
+            lint = subprocess.run(
+                ["promtool", "check", "metrics"],
+                input=srv.get("/metrics")[1],
+                capture_output=True,
+                check=False,
+            )
+            problems = [
+                line
+                for line in (lint.stdout + lint.stderr).decode().splitlines()
+                if line.strip() and "pgproof_source_archiver_failed_count" not in line
+            ]
+            assert problems == [], problems  # only the deprecated name, until it goes
             ready = value(m, "pgproof_source_wal_ready_files", target="main")
             assert ready is not None and 0 <= ready < 3
             assert value(m, "pgproof_build_info", version="0.1.0") == 1
