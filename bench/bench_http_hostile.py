@@ -44,6 +44,7 @@ SECONDS = 5.0
 
 def make_repository(base: Path, records: int) -> Path:
     repo = base / "repo"
+    repo.mkdir()
     writer = synthetic.Writer(FilesystemRepository("local", repo))
     synthetic.fill(writer, "main", backups=records, wal_segments=records * 2, records_every=1)
     return repo

@@ -8,6 +8,7 @@ under ``<target>/results/<result-id>.json``; a restore test never writes anythin
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -82,6 +83,19 @@ class StoredRecord:
     key: str
     sha256: str
     data: dict[str, Any]
+
+
+def with_defaults(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored record with every field the current format has: a record written by an older
+    pgproof lacks the newer ones (e.g. ``sandbox_image``), which then read as their default."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(ResultRecord):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    out.update(doc)
+    return out
 
 
 def load_records(repo: Repository, target: str) -> list[StoredRecord]:

@@ -22,7 +22,7 @@ import jinja2
 from backups import catalog, health
 from backups.settings import TargetSettings
 from backups.storage.base import Repository
-from verifier import chain, svgcharts
+from verifier import chain, records, svgcharts
 
 REPORT_FORMAT = 1
 HTML_LIMIT = 500  # restore tests listed per target in the HTML (the JSON has them all)
@@ -58,6 +58,7 @@ def _records(copies: chain.Copies) -> list[dict[str, Any]]:
             if "verdict" not in data:
                 data = {"id": rec.id, "verdict": "error", "cause": "unreadable record"}
             data.setdefault("id", rec.id)
+            data = records.with_defaults(data)
             data["sha256"] = rec.sha256
             data["repositories"] = [repo]
             found[rec.id] = data

@@ -60,6 +60,14 @@ def record(target: str, n: int, m: catalog.Manifest, verdict: str = "passed") ->
         "checks": [{"name": "amcheck", "verdict": "passed", "detail": "", "evidence": {}}],
         "phases": {"fetch": 1.0, "restore": 2.0, "recovery": 3.0, "checks": 4.0, "total": 10.0},
         "rpo_seconds": 42.0,
+        "pitr": {},
+        "bytes_restored": 1000,
+        "pg_version": "15.18",
+        "sandbox": "process",
+        "sandbox_image": "",
+        "pgproof_version": "0.1.0",
+        "backup": {"repository": "local", "size_bytes": 1000},
+        "prev_sha256": None,
         "format": 1,
     }
 
