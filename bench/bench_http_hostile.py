@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import http.client
 import json
@@ -310,12 +311,14 @@ def run(label: str, tree: Path, config: Path, base: Path) -> dict[str, object]:
         hostile.stop()
     lines = log.read_text(errors="replace").splitlines()
     bad = 0
+    messages: collections.Counter[str] = collections.Counter()
     for line in lines:
         try:
-            json.loads(line)
-        except ValueError:
+            messages[str(json.loads(line).get("message"))[:60]] += 1
+        except (ValueError, AttributeError):
             bad += 1
     out["log_lines"] = (len(lines), bad)
+    out["log_top"] = messages.most_common(3)
     return out
 
 
@@ -346,7 +349,7 @@ def show(label: str, r: dict[str, object]) -> None:
         f"{rfails} failed)"
     )
     total, bad = r["log_lines"]  # type: ignore[misc]
-    print(f"  serve's JSON log: {total} lines, {bad} not one JSON object")
+    print(f"  serve's JSON log: {total} lines, {bad} not one JSON object; most: {r['log_top']}")
 
 
 def main() -> None:

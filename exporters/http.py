@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import dataclasses
 import gzip
 import logging
 import os
 import re
+import resource
 import socket
 import ssl
 import threading
@@ -45,6 +47,7 @@ from exporters.errors import ListenError, WebConfigError
 from exporters.settings import HttpLimits
 
 log = logging.getLogger("pgproof.http")
+ACCEPT_BURST = 64  # connections accepted before the cap's evictions free their sockets
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,16 @@ class HttpEndpoint:
         self.routes = dict(routes)
         self.prefix_routes = dict(prefix_routes or {})
         self.web_config_file = web_config_file
-        self.limits = limits = limits or HttpLimits()
+        limits = limits or HttpLimits()
+        room = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - ACCEPT_BURST - 64
+        if limits.max_connections > room:
+            # a burst of accepts beyond the fd limit makes asyncio stop accepting for a while
+            log.warning(
+                "http.max_connections lowered to fit the file descriptor limit",
+                extra={"configured": limits.max_connections, "used": room},
+            )
+            limits = dataclasses.replace(limits, max_connections=max(8, room))
+        self.limits = limits
         self._config = webconfig.WebConfig()
         self._config_stamp: tuple[int, int] | None = None
         self._auth = webconfig.Authenticator({})
@@ -204,7 +216,7 @@ class HttpEndpoint:
         self._tls = self._config.tls  # the server's context; handshakes move to the current one
         if self._tls is not None:
             self._tls.sni_callback = self._handshake
-        self.socket = _bind(listen, 128)
+        self.socket = _bind(listen, ACCEPT_BURST * 2)
         self._metrics_pool = concurrent.futures.ThreadPoolExecutor(
             limits.metrics_threads, thread_name_prefix="pgproof-http-metrics"
         )
@@ -213,6 +225,8 @@ class HttpEndpoint:
         )
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        # requests other than /metrics in flight at once (taken on the server's loop)
+        self._others = asyncio.Semaphore(limits.other_threads * 2)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -280,6 +294,7 @@ class HttpEndpoint:
             date_header=False,
             timeout_keep_alive=max(1, int(self.limits.idle_timeout_seconds)),
             timeout_graceful_shutdown=2,
+            backlog=ACCEPT_BURST,  # also how many connections asyncio accepts in one go
             h11_max_incomplete_event_size=self.limits.max_header_bytes,
             ssl_context_factory=(lambda cfg, default: self._tls) if self._tls else None,  # type: ignore[arg-type,return-value]
         )
@@ -318,6 +333,19 @@ class HttpEndpoint:
             return
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+        if scope["path"] == "/metrics":
+            await self._serve(scope, send, raw_headers, headers)
+            return
+        async with self._others:  # big pages a few at a time: scrapes keep their turn
+            await self._serve(scope, send, raw_headers, headers)
+
+    async def _serve(
+        self,
+        scope: dict[str, Any],
+        send: Any,
+        raw_headers: list[tuple[bytes, bytes]],
+        headers: Mapping[str, str],
+    ) -> None:
         head = scope["method"] == "HEAD"
         config, auth = (
             await asyncio.get_running_loop().run_in_executor(self._other_pool, self.current)

@@ -55,6 +55,9 @@ def setup(fmt: str = "text", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # uvicorn warns of every malformed or oversized request: a client's doing, and an
+    # attacker's way to fill the disk; its errors (a failing application) still show
+    logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
     crash = logging.getLogger("pgproof.crash")
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
