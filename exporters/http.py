@@ -33,6 +33,7 @@ import resource
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,12 +83,41 @@ def usable_accept(accept: str) -> str:
 
 
 def metrics_handler(registry: CollectorRegistry) -> Handler:
+    """``/metrics``: one collection at a time, and scrapes that arrive while one runs share
+    the next (which starts after they arrived: never older data than a scrape of its own
+    would give). A flood of scrapes cannot become a flood of repository reads and source
+    queries; a lone scrape is collected as it comes."""
+    done = threading.Condition()
+    busy = False
+    newest: dict[str, tuple[float, Response]] = {}  # content type -> (collection start, answer)
+
     def handle(request: Request) -> Response:
+        nonlocal busy
+        arrived = time.monotonic()
         try:
             encoder, content_type = choose_encoder(usable_accept(request.headers.get("accept", "")))
         except ValueError:  # anything else it cannot read: the text format
             encoder, content_type = choose_encoder("")
-        return Response(200, content_type, encoder(registry))
+        with done:
+            while True:
+                got = newest.get(content_type)
+                if got is not None and got[0] >= arrived:
+                    return got[1]  # collected after this scrape arrived
+                if not busy:
+                    busy = True
+                    break
+                done.wait()
+        started = time.monotonic()
+        try:
+            response = Response(200, content_type, encoder(registry))
+        finally:
+            with done:
+                busy = False
+                done.notify_all()
+        with done:
+            newest[content_type] = (started, response)
+            done.notify_all()
+        return response
 
     return handle
 
