@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, Counter
 
 from exporters.http import HttpEndpoint, Response, metrics_handler
 from exporters.settings import HttpLimits
+from tests.support.monitoring import self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +152,54 @@ def test_a_client_that_disconnects_early_is_no_error(
             sock.close()  # RST before the answer is read
         assert scrape(endpoint)[0] == 200
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+def _tls_get(ep: HttpEndpoint, ctx: ssl.SSLContext) -> int:
+    url = f"https://127.0.0.1:{ep.address[1]}/"
+    with urllib.request.urlopen(url, timeout=5, context=ctx) as answer:
+        return int(answer.status)
+
+
+def test_client_certificates_and_a_new_server_certificate_from_the_next_handshake(
+    tmp_path: Path,
+) -> None:
+    server_dir, client_dir, next_dir = (tmp_path / n for n in ("server", "client", "next"))
+    for d in (server_dir, client_dir, next_dir):
+        d.mkdir()
+    cert, key = self_signed(server_dir)
+    client_cert, client_key = self_signed(client_dir)
+    web = tmp_path / "web.yml"
+
+    def write(cert_file: Path, key_file: Path) -> None:
+        web.write_text(
+            yaml.safe_dump(
+                {
+                    "tls_server_config": {
+                        "cert_file": str(cert_file),
+                        "key_file": str(key_file),
+                        "client_auth_type": "RequireAndVerifyClientCert",
+                        "client_ca_file": str(client_cert),
+                    }
+                }
+            )
+        )
+
+    write(cert, key)
+    ep = HttpEndpoint("127.0.0.1:0", {"/": lambda r: Response(200, "text/plain", b"ok")}, str(web))
+    ep.start()
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with pytest.raises(OSError):
+            _tls_get(ep, trusted)  # no client certificate: refused in the handshake
+        trusted.load_cert_chain(str(client_cert), str(client_key))
+        assert _tls_get(ep, trusted) == 200
+        new_cert, new_key = self_signed(next_dir)
+        time.sleep(0.01)
+        write(new_cert, new_key)  # a renewed certificate: no restart
+        renewed = ssl.create_default_context(cafile=str(new_cert))
+        renewed.load_cert_chain(str(client_cert), str(client_key))
+        assert _tls_get(ep, renewed) == 200
+        with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
+            _tls_get(ep, trusted)  # the old certificate is no longer served
+    finally:
+        ep.close()
