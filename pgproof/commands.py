@@ -426,18 +426,8 @@ def cmd_verify(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
                     backup_id=backup_id,
                     pitr=args.pitr,
                     custom_checks=tuple((c.name, c.sql) for c in target.checks),
-                    jobs=cfg.verifier.jobs,
-                    heapallindexed=cfg.verifier.heapallindexed,
-                    heartbeat_slack_seconds=cfg.verifier.heartbeat_slack_seconds,
-                    timeout_seconds=cfg.verifier.timeout_seconds,
-                    sandbox_root=cfg.verifier.workdir,
-                    sandbox_user=cfg.verifier.sandbox_user,
-                    share_sandbox_user=cfg.verifier.share_sandbox_user,
-                    container=(
-                        cfg.verifier.container.with_image(target.image)
-                        if cfg.verifier.sandbox == "container"
-                        else None
-                    ),
+                    settings=cfg.verifier,
+                    image=target.image,
                 )
                 try:
                     record = verify(request, repos, Runner(), __version__, _progress(args))

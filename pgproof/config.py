@@ -32,7 +32,7 @@ from backups.storage.s3options import MIN_PART_SIZE, S3Options
 from exporters.settings import ExporterSettings, HttpLimits
 from pgproof.configfields import ConfigError, Fields
 from verifier.containersettings import PULL_POLICIES, ContainerSettings, check_image_template
-from verifier.isolation import DEFAULT_SANDBOX_USER
+from verifier.settings import DEFAULT_SANDBOX_USER, VerifierSettings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SCHEDULE = re.compile(
@@ -58,21 +58,6 @@ class Target:
     @property
     def name(self) -> str:
         return self.settings.name
-
-
-@dataclass(frozen=True)
-class VerifierConfig:
-    sandbox: str = "process"
-    jobs: int = 2
-    rto_seconds: float = 3600.0
-    container: ContainerSettings = ContainerSettings()
-    workdir: str | None = None  # where sandboxes live (default: $TMPDIR/pgproof-sandboxes)
-    heapallindexed: bool = False
-    heartbeat_slack_seconds: float = 5.0
-    timeout_seconds: float = 6 * 3600
-    # the OS user process sandboxes run as (when pgproof is root); see verifier.isolation
-    sandbox_user: str = DEFAULT_SANDBOX_USER
-    share_sandbox_user: bool = False  # accept a sandbox user that owns a local cluster
 
 
 @dataclass(frozen=True)
@@ -114,7 +99,7 @@ class Config:
     path: str
     targets: tuple[Target, ...]
     repositories: tuple[RepoSettings, ...]
-    verifier: VerifierConfig
+    verifier: VerifierSettings
     alerts: AlertsConfig
     http: HttpConfig
     lock_dir: str
@@ -413,7 +398,7 @@ def parse(raw: object, path: str = "<config>") -> Config:
             raise ConfigError(f"targets[{i}].name", f"duplicate target {target.name!r}")
         targets.append(target)
     v = top.sub("verifier")
-    verifier = VerifierConfig(
+    verifier = VerifierSettings(
         sandbox=v.choice("sandbox", ("process", "container"), "process") or "process",
         jobs=v.req_integer("jobs", 2, 1, 64),
         rto_seconds=v.duration("rto_seconds", 3600.0) or 3600.0,

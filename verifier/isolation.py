@@ -24,8 +24,10 @@ from pathlib import Path
 
 from backups.runner import Runner
 from verifier.errors import SandboxUserError
+from verifier.settings import DEFAULT_SANDBOX_USER
 
-DEFAULT_SANDBOX_USER = "pgproof-sandbox"
+__all__ = ["DEFAULT_SANDBOX_USER", "LocalCluster", "sandbox_runner", "sharing"]
+
 SANDBOX_PREFIX = "pgproof-sandbox-"  # verifier.sandbox.PREFIX: a sandbox's own directory
 
 

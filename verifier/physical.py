@@ -115,7 +115,7 @@ def run_physical(job: RestoreJob) -> None:
                 shown = restored
 
         try:
-            sandbox.start(timeout=request.timeout_seconds, on_wait=follow)
+            sandbox.start(timeout=request.settings.timeout_seconds, on_wait=follow)
             progress.done()
         except SandboxError as exc:
             created = pitr.tablespace_created(str(exc))
@@ -163,7 +163,7 @@ def run_physical(job: RestoreJob) -> None:
                             newest_commit,
                             manifest.started,
                             manifest.finished,
-                            hb.every_seconds + request.heartbeat_slack_seconds,
+                            hb.every_seconds + request.settings.heartbeat_slack_seconds,
                         ),
                         wal,
                         reached,
@@ -182,7 +182,7 @@ def run_physical(job: RestoreJob) -> None:
                         sandbox,
                         dbs,
                         manifest.data_checksums,
-                        request.timeout_seconds,
+                        request.settings.timeout_seconds,
                     ),
                 ),
             ]
@@ -195,7 +195,10 @@ def run_physical(job: RestoreJob) -> None:
             checks.guarded(
                 "checksums",
                 functools.partial(
-                    checks.checksums, sandbox, manifest.data_checksums, request.timeout_seconds
+                    checks.checksums,
+                    sandbox,
+                    manifest.data_checksums,
+                    request.settings.timeout_seconds,
                 ),
             )
         )

@@ -26,9 +26,10 @@ from verifier.errors import (
     TargetError,
     VerifierError,
 )
-from verifier.isolation import DEFAULT_SANDBOX_USER, sandbox_runner
+from verifier.isolation import sandbox_runner
 from verifier.records import CheckResult, ResultRecord
 from verifier.sandbox import ProcessSandbox, Sandbox, reap_leftovers
+from verifier.settings import VerifierSettings
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,13 @@ class VerifyRequest:
     backup_id: str | None = None  # None: the newest complete backup of the kind
     pitr: str | None = None  # physical: "latest", "random", "immediate" or a timestamp
     custom_checks: tuple[tuple[str, str], ...] = ()
-    jobs: int = 2
-    heapallindexed: bool = False
-    heartbeat_slack_seconds: float = 5.0
-    timeout_seconds: float = 6 * 3600
-    sandbox_root: str | None = None
-    container: ContainerSettings | None = None  # None: the process sandbox
-    sandbox_user: str = DEFAULT_SANDBOX_USER  # the OS user sandboxes run as (when root)
-    share_sandbox_user: bool = False  # accept a sandbox user that owns a local cluster
+    settings: VerifierSettings = field(default_factory=VerifierSettings)  # verifier:, whole
+    image: str | None = None  # the target's own image (container sandbox)
+
+    @property
+    def container(self) -> ContainerSettings | None:
+        """None: the process sandbox."""
+        return self.settings.container_for(self.image)
 
 
 SandboxFactory = Callable[[int, Runner], Sandbox]  # (the backup's major, runner)
@@ -65,8 +65,8 @@ def container_sandbox(settings: ContainerSettings, root: str | None) -> SandboxF
 
 def sandbox_factory_for(request: VerifyRequest) -> SandboxFactory:
     if request.container is not None:
-        return container_sandbox(request.container, request.sandbox_root)
-    return process_sandbox(request.sandbox_root, request.target.pg_bin_dir)
+        return container_sandbox(request.container, request.settings.workdir)
+    return process_sandbox(request.settings.workdir, request.target.pg_bin_dir)
 
 
 def reap(root: str | None, container: ContainerSettings | None) -> list[str]:
@@ -176,9 +176,9 @@ def verify(
     timer = Timer()
     total_started = time.monotonic()
     try:
-        reap(request.sandbox_root, request.container)
+        reap(request.settings.workdir, request.container)
     except EngineUnavailable:
-        reap_leftovers(request.sandbox_root)  # the restore test itself will report the engine
+        reap_leftovers(request.settings.workdir)  # the restore test itself will report the engine
     major = manifest.pg_version_num // 10000
     record.sandbox = "process" if request.container is None else "container"
     if request.container is not None:
@@ -187,8 +187,8 @@ def verify(
         # a container cannot reach this machine's clusters: only its files are chowned
         runner = sandbox_runner(
             runner,
-            request.sandbox_user,
-            request.share_sandbox_user or request.container is not None,
+            request.settings.sandbox_user,
+            request.settings.share_sandbox_user or request.container is not None,
         )
         sandbox = factory(major, runner)
         record.sandbox = sandbox.kind  # a factory given by the caller may differ
@@ -239,7 +239,12 @@ def _logical(job: RestoreJob) -> None:
         sandbox.configure(fast=True)
         sandbox.start(timeout=120)
         restored = logical.restore(
-            sandbox, manifest, files, runner, request.jobs, request.timeout_seconds
+            sandbox,
+            manifest,
+            files,
+            runner,
+            request.settings.jobs,
+            request.settings.timeout_seconds,
         )
     record.rpo_seconds = round((record_started(record) - manifest.started).total_seconds(), 3)
     dbs = restored.databases
@@ -279,9 +284,9 @@ def amcheck_check(
         functools.partial(
             checks.amcheck,
             sandbox,
-            request.heapallindexed,
-            request.jobs,
-            request.timeout_seconds,
+            request.settings.heapallindexed,
+            request.settings.jobs,
+            request.settings.timeout_seconds,
             restored,
         ),
     )

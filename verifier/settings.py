@@ -1,0 +1,30 @@
+"""``verifier:`` of the config, whole: built by ``pgproof.config``, read by the verifier
+(import-light: the config module is read by every command, ``wal-push`` included)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from verifier.containersettings import ContainerSettings
+
+DEFAULT_SANDBOX_USER = "pgproof-sandbox"
+
+
+@dataclass(frozen=True)
+class VerifierSettings:
+    sandbox: str = "process"  # or "container"
+    jobs: int = 2  # pg_restore -j and pg_amcheck -j
+    rto_seconds: float = 3600.0
+    container: ContainerSettings = ContainerSettings()
+    workdir: str | None = None  # where sandboxes live (default: $TMPDIR/pgproof-sandboxes)
+    heapallindexed: bool = False
+    heartbeat_slack_seconds: float = 5.0
+    timeout_seconds: float = 6 * 3600
+    # the OS user process sandboxes run as (when pgproof is root); see verifier.isolation
+    sandbox_user: str = DEFAULT_SANDBOX_USER
+    share_sandbox_user: bool = False  # accept a sandbox user that owns a local cluster
+
+    def container_for(self, image: str | None) -> ContainerSettings | None:
+        """The container sandbox's settings with a target's own image, or None for the
+        process sandbox."""
+        return self.container.with_image(image) if self.sandbox == "container" else None
