@@ -409,6 +409,8 @@ def parse(raw: object, path: str = "<config>") -> Config:
         timeout_seconds=v.duration("timeout", 6 * 3600) or 6 * 3600,
         sandbox_user=v.text("sandbox_user", DEFAULT_SANDBOX_USER) or DEFAULT_SANDBOX_USER,
         share_sandbox_user=v.flag("share_sandbox_user", False),
+        memory_mb=v.req_integer("memory_mb", 256, 64, 1 << 20),
+        address_space_mb=v.req_integer("address_space_mb", 4096, 512, 1 << 24),
     )
     if not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", verifier.sandbox_user) or (
         verifier.sandbox_user == "root"

@@ -51,9 +51,15 @@ class VerifyRequest:
 SandboxFactory = Callable[[int, Runner], Sandbox]  # (the backup's major, runner)
 
 
-def process_sandbox(root: str | None, pg_bin_dir: str | None = None) -> SandboxFactory:
+def process_sandbox(settings: VerifierSettings, pg_bin_dir: str | None = None) -> SandboxFactory:
     """This machine's binaries of the backup's major version."""
-    return lambda major, runner: ProcessSandbox(pgbin.find(major, runner, pg_bin_dir), runner, root)
+    return lambda major, runner: ProcessSandbox(
+        pgbin.find(major, runner, pg_bin_dir),
+        runner,
+        settings.workdir,
+        settings.memory_mb,
+        settings.address_space_mb,
+    )
 
 
 def container_sandbox(settings: ContainerSettings, root: str | None) -> SandboxFactory:
@@ -66,7 +72,7 @@ def container_sandbox(settings: ContainerSettings, root: str | None) -> SandboxF
 def sandbox_factory_for(request: VerifyRequest) -> SandboxFactory:
     if request.container is not None:
         return container_sandbox(request.container, request.settings.workdir)
-    return process_sandbox(request.settings.workdir, request.target.pg_bin_dir)
+    return process_sandbox(request.settings, request.target.pg_bin_dir)
 
 
 def reap(root: str | None, container: ContainerSettings | None) -> list[str]:

@@ -40,9 +40,8 @@ SANDBOX_PORT = 5432  # only names the socket file inside the private socket dire
 
 
 def default_root() -> str:
-    return os.environ.get("PGPROOF_SANDBOX_DIR") or os.path.join(
-        tempfile.gettempdir(), "pgproof-sandboxes"
-    )
+    """Where sandboxes live unless ``verifier.workdir`` says otherwise."""
+    return os.path.join(tempfile.gettempdir(), "pgproof-sandboxes")
 
 
 class Sandbox(ABC):
@@ -306,10 +305,18 @@ class ProcessSandbox(LocalDirSandbox):
 
     kind = "process"
 
-    def __init__(self, bins: PgBinaries, runner: Runner, root: str | None = None):
-        super().__init__(runner, root, int(os.environ.get("PGPROOF_SANDBOX_MEMORY_MB", "256")))
+    def __init__(
+        self,
+        bins: PgBinaries,
+        runner: Runner,
+        root: str | None = None,
+        memory_mb: int = 256,
+        address_space_mb: int = 4096,
+    ):
+        super().__init__(runner, root, memory_mb)
         self.bins = bins
         self.major = bins.major
+        self.address_space_mb = address_space_mb
 
     def run(self, program: str, args: list[str], timeout: float, **kw: Any) -> CommandResult:
         env = dict(kw.pop("env", None) or {})
@@ -328,13 +335,13 @@ class ProcessSandbox(LocalDirSandbox):
     def limits(self) -> list[str]:
         """prlimit options for the server (inherited by every backend), when prlimit exists.
 
-        Address space per process (``PGPROOF_SANDBOX_AS_MB``, default 4096), no core dumps,
+        Address space per process (``verifier.address_space_mb``, 4096), no core dumps,
         and no file larger than 4 GiB (data files are 1 GiB segments, WAL 16 MiB or so).
         """
         tool = shutil.which("prlimit")
         if tool is None:
             return []
-        space = int(os.environ.get("PGPROOF_SANDBOX_AS_MB", "4096")) * 1024 * 1024
+        space = self.address_space_mb * 1024 * 1024
         return [tool, f"--as={space}", "--core=0", f"--fsize={4 << 30}", "--"]
 
     def start(self, timeout: float, on_wait: Callable[[], None] | None = None) -> None:

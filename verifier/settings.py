@@ -23,6 +23,8 @@ class VerifierSettings:
     # the OS user process sandboxes run as (when pgproof is root); see verifier.isolation
     sandbox_user: str = DEFAULT_SANDBOX_USER
     share_sandbox_user: bool = False  # accept a sandbox user that owns a local cluster
+    memory_mb: int = 256  # the process sandbox's server: shared_buffers etc. follow
+    address_space_mb: int = 4096  # per server process of the process sandbox (prlimit --as)
 
     def container_for(self, image: str | None) -> ContainerSettings | None:
         """The container sandbox's settings with a target's own image, or None for the

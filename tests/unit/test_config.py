@@ -81,6 +81,8 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
         ("verifier", {"sandbox_user": "root"}, "verifier.sandbox_user"),
         ("verifier", {"sandbox_user": "a user; rm"}, "verifier.sandbox_user"),
         ("verifier", {"share_sandbox_user": "maybe"}, "verifier.share_sandbox_user"),
+        ("verifier", {"memory_mb": 8}, "verifier.memory_mb"),
+        ("verifier", {"address_space_mb": "lots"}, "verifier.address_space_mb"),
         ("targets.0.image", "postgres:{major", "targets[0].image"),
         ("http", {"listen": "9847"}, "http.listen"),
         ("unknown_top", True, "unknown_top"),
