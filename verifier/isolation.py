@@ -44,19 +44,24 @@ def _is_data_dir(path: Path) -> bool:
 
 def running_clusters(proc: Path = Path("/proc")) -> list[LocalCluster]:
     """Data directories of running PostgreSQL servers we can see (a postmaster's and its
-    children's working directory is the data directory; without root only our own)."""
-    found: dict[str, LocalCluster] = {}
+    children's working directory is the data directory; without root only our own). The
+    directory is looked at through ``/proc/<pid>/cwd``, so a server in a container counts too
+    (by the uid that owns its files on this machine: the official image's postgres is uid
+    999, which may be a local system user's too)."""
+    found: dict[tuple[int, int], LocalCluster] = {}
     for entry in proc.iterdir() if proc.is_dir() else ():
         if not entry.name.isdigit():
             continue
         try:
             if (entry / "comm").read_text().strip() not in ("postgres", "postmaster"):
                 continue
-            cwd = Path(os.readlink(entry / "cwd"))
-            if cwd.as_posix() in found or not _is_data_dir(cwd):
+            cwd = entry / "cwd"
+            st = cwd.stat()
+            if (st.st_dev, st.st_ino) in found or not _is_data_dir(cwd):
                 continue
-            found[cwd.as_posix()] = LocalCluster(
-                cwd.as_posix(), cwd.stat().st_uid, f"running, PID {entry.name}"
+            shown = os.readlink(cwd)
+            found[(st.st_dev, st.st_ino)] = LocalCluster(
+                shown, st.st_uid, f"running, PID {entry.name}"
             )
         except (OSError, ValueError):
             continue  # gone meanwhile, or not ours to look at
