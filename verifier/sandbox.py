@@ -36,6 +36,13 @@ from verifier.errors import SandboxError
 
 OWNER_FILE = "owner.json"
 PREFIX = "pgproof-sandbox-"
+# in the log since a start, with no pid file: the postmaster has gone (no client can have
+# connected before the pid file exists, so a FATAL then is the server's own)
+_EXIT_MARKS = (
+    "aborting startup due to startup process failure",
+    "database system is shut down",
+    "FATAL:",
+)
 SANDBOX_PORT = 5432  # only names the socket file inside the private socket directory
 
 
@@ -317,6 +324,7 @@ class ProcessSandbox(LocalDirSandbox):
         self.bins = bins
         self.major = bins.major
         self.address_space_mb = address_space_mb
+        self._log_start = 0  # the server log's size when the current start began
 
     def run(self, program: str, args: list[str], timeout: float, **kw: Any) -> CommandResult:
         env = dict(kw.pop("env", None) or {})
@@ -357,6 +365,10 @@ class ProcessSandbox(LocalDirSandbox):
             "start",
         ]
         try:
+            self._log_start = self.log_file.stat().st_size
+        except OSError:
+            self._log_start = 0
+        try:
             self.runner.run(argv, timeout=60, as_postgres=True, env=self.client_env())
         except CommandError as exc:
             raise SandboxError(f"sandbox did not start: {exc}\n{self.log_tail()}") from None
@@ -387,12 +399,24 @@ class ProcessSandbox(LocalDirSandbox):
         for attempt in range(2):
             pid = self._postmaster_pid()
             if pid is None:
+                # gone before we looked (it removes its pid file on the way out): the log
+                # written since this start says so
+                if any(m in self._log_since_start() for m in _EXIT_MARKS):
+                    return True
                 return time.monotonic() - began > 30
             if _alive(pid):
                 return False
             if attempt == 0:
                 time.sleep(0.5)
         return True
+
+    def _log_since_start(self) -> str:
+        try:
+            with self.log_file.open("rb") as fh:
+                fh.seek(self._log_start)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _postmaster_pid(self) -> int | None:
         try:
