@@ -166,8 +166,9 @@ def pgbackrest_conf(cluster: Cluster, base: Path) -> Path:
     return conf
 
 
-def bench_physical(cluster: Cluster, config: Path, base: Path, conf: Path) -> None:
-    print("\nphysical backup")
+def raw_physical(cluster: Cluster, base: Path, conf: Path) -> tuple[float, int, float, int]:
+    """pg_basebackup -Ft (client zstd:3) to a directory, then a pgBackRest full backup:
+    (seconds, bytes) of each."""
     target = base / "bb"
     seconds_bb, _ = as_postgres(
         [
@@ -186,10 +187,17 @@ def bench_physical(cluster: Cluster, config: Path, base: Path, conf: Path) -> No
     )
     size_bb = du(target)
     shutil.rmtree(target)
+    backup_dir = base / "pgbackrest" / "repo" / "backup"
+    before_br = du(backup_dir) if backup_dir.exists() else 0
     seconds_br, _ = as_postgres(
         ["pgbackrest", f"--config={conf}", "--stanza=bench", "--type=full", "backup"]
     )
-    size_br = du(base / "pgbackrest" / "repo" / "backup")
+    return seconds_bb, size_bb, seconds_br, du(backup_dir) - before_br
+
+
+def bench_physical(cluster: Cluster, config: Path, base: Path, conf: Path) -> None:
+    print("\nphysical backup")
+    seconds_bb, size_bb, seconds_br, size_br = raw_physical(cluster, base, conf)
     before = du(base / "repo")
     seconds_pp, rss = as_postgres([PGPROOF, "--config", str(config), "backup", "physical"])
     size_pp = du(base / "repo") - before

@@ -24,7 +24,15 @@ import threading
 import time
 from pathlib import Path
 
-from bench.bench_backup import as_postgres, bench_source, du, mb, pgbackrest_conf, row
+from bench.bench_backup import (
+    as_postgres,
+    bench_source,
+    du,
+    mb,
+    pgbackrest_conf,
+    raw_physical,
+    row,
+)
 from tests.support.fixtures import PGPROOF
 from tests.support.pgcluster import Cluster, private_dir
 
@@ -76,30 +84,7 @@ def drained(cluster: Cluster) -> None:
 
 def backups(cluster: Cluster, config: Path, base: Path, conf: Path, label: str) -> None:
     print(f"\n{label}")
-    target = base / "bb"
-    seconds_bb, _ = as_postgres(
-        [
-            cluster.bins.path("pg_basebackup"),
-            "-d",
-            cluster.conninfo(),
-            "-D",
-            str(target),
-            "-Ft",
-            "-X",
-            "none",
-            "--compress=client-zstd:3",
-            "-c",
-            "fast",
-        ]
-    )
-    size_bb = du(target)
-    shutil.rmtree(target)
-    backup_dir = base / "pgbackrest" / "repo" / "backup"
-    before_br = du(backup_dir) if backup_dir.exists() else 0
-    seconds_br, _ = as_postgres(
-        ["pgbackrest", f"--config={conf}", "--stanza=bench", "--type=full", "backup"]
-    )
-    size_br = du(backup_dir) - before_br
+    seconds_bb, size_bb, seconds_br, size_br = raw_physical(cluster, base, conf)
     before = du(base / "repo")
     with StagingWatch() as staging:
         seconds_pp, rss = as_postgres([PGPROOF, "--config", str(config), "backup", "physical"])
