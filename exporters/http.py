@@ -3,14 +3,17 @@
 Served by uvicorn (asyncio, h11) on one event loop thread: an idle or slow client costs a
 socket and a few kilobytes, never a thread. Work is bounded by construction:
 
-- at most ``max_connections`` connections (more are closed as soon as they are accepted);
+- at most ``max_connections`` connections: at the cap the longest-idle connection (kept
+  alive, or still sending its headers) is closed to make room, and only when every one is
+  being served is the new one refused; at most ``ACCEPT_BURST`` accepts per loop turn;
 - a client must complete its request headers within ``header_timeout`` of connecting (or of
   its previous response): slow-loris trickling is cut off; an idle keep-alive connection is
   closed after ``idle_timeout``;
-- request headers are limited to ``max_header_bytes`` in all (h11 answers 431 beyond, and
-  the connection is closed) and ``max_headers`` in number (431);
+- request headers are limited to ``max_header_bytes`` in all and ``max_headers`` in number
+  (431, and the connection is closed);
 - handlers run in two small thread pools: ``/metrics`` in its own, everything else
-  (``/reports/`` rendering) in another, so a crowd on the reports cannot slow a scrape.
+  (``/reports/``) in another with a few requests in flight at most, so a crowd on the
+  reports cannot slow a scrape; scrapes that arrive together share one collection.
 
 Basic auth and TLS come from a web-config file (``exporters.webconfig``), re-read when it
 changes (a broken edit is logged and the previous settings stay). TLS certificates, keys and
