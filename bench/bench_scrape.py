@@ -29,7 +29,8 @@ from backups.storage.s3 import S3Repository
 from backups.storage.s3options import S3Options
 from exporters.collector import registry
 from exporters.exporter import ExportedTarget, Exporter
-from exporters.http import HttpEndpoint, metrics_handler
+from exporters.http import HttpEndpoint
+from exporters.scrape import metrics_handler
 from exporters.settings import ExporterSettings
 from tests.support import synthetic
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, seaweed_server

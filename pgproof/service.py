@@ -23,7 +23,8 @@ from backups.storage.base import Repository
 from backups.storage.factory import open_all
 from exporters.collector import registry
 from exporters.exporter import ExportedTarget, Exporter
-from exporters.http import HttpEndpoint, Request, Response, metrics_handler
+from exporters.http import HttpEndpoint, Request, Response
+from exporters.scrape import metrics_handler
 from pgproof import __version__, lifeline
 from pgproof.config import Config
 from pgproof.scheduling import (

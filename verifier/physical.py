@@ -20,17 +20,13 @@ import datetime as dt
 import functools
 import os
 import shlex
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backups import catalog, compression, walnames
+from backups import catalog, walnames
 from backups.errors import CommandError
-from backups.physical import parse_tablespace_map
 from backups.progress import NullProgress
-from verifier import checks, heartbeat, pitr, sandboxconf, waldump
+from verifier import basefiles, checks, heartbeat, pitr, sandboxconf, waldump
 from verifier.errors import RestoreFailed, SandboxError
-from verifier.extract import extract, in_thread
-from verifier.fetch import download, verified_chunks
 from verifier.records import CheckResult
 from verifier.sandbox import Sandbox
 from verifier.walprefetch import Prefetched, prefetch
@@ -67,17 +63,17 @@ def run_physical(job: RestoreJob) -> None:
             )
         base = next(f for f in manifest.files if f.role == "base")
         try:
-            _extract(job, base, sandbox.data_dir)
-            record.bytes_restored = base.size + _restore_tablespaces(job)
+            basefiles.extract_file(job, base, sandbox.data_dir)
+            record.bytes_restored = base.size + basefiles.restore_tablespaces(job)
         finally:
             if pending is not None and not pending.done():
                 with contextlib.suppress(Exception):
                     pending.result()  # never leave a thread writing into a sandbox being removed
-        _place_backup_manifest(job)
+        basefiles.place_backup_manifest(job)
         if owner is not None:
-            _chown_tree(sandbox.data_dir, owner.uid, owner.gid)
+            basefiles.chown_tree(sandbox.data_dir, owner.uid, owner.gid)
             if manifest.tablespaces:
-                _chown_tree(_tablespace_root(sandbox), owner.uid, owner.gid)
+                basefiles.chown_tree(basefiles.tablespace_root(sandbox), owner.uid, owner.gid)
         wal: Prefetched | None = pending.result() if pending is not None else None
         if wal is not None:
             record.bytes_restored += wal.bytes
@@ -205,54 +201,6 @@ def run_physical(job: RestoreJob) -> None:
     record.checks = results
 
 
-def _extract(job: RestoreJob, entry: catalog.BackupFile, dest: Path) -> None:
-    chunks = verified_chunks(job.repo, job.manifest, entry, job.progress)
-    if entry.compression.startswith("zstd"):
-        chunks = compression.zstd_decompress(chunks)
-    job.progress.start(f"restore {entry.name}", entry.size)
-    try:
-        extract(in_thread(chunks), dest)
-    except compression.ZstdError as exc:
-        raise RestoreFailed(
-            f"backup {job.manifest.id}: {entry.name} does not decompress: {exc}"
-        ) from exc
-    job.progress.done()
-
-
-def _tablespace_root(sandbox: Sandbox) -> Path:
-    return sandbox.work_dir / "tablespaces"
-
-
-def _restore_tablespaces(job: RestoreJob) -> int:
-    """Every tablespace of the backup is extracted inside the sandbox and linked from
-    ``pg_tblspc/<oid>``: nothing points at production's locations (the backup's
-    tablespace_map, which names them, is removed once pg_verifybackup has read it).
-    Returns the bytes restored."""
-    manifest, data_dir = job.manifest, job.sandbox.data_dir
-    mapped = set()
-    map_file = data_dir / "tablespace_map"
-    if map_file.exists():
-        mapped = set(parse_tablespace_map(map_file.read_bytes()))
-    listed = {t.oid for t in manifest.tablespaces}
-    if mapped != listed:
-        raise RestoreFailed(
-            f"backup {manifest.id}: its tablespace_map names tablespaces {sorted(mapped)}, "
-            f"its manifest {sorted(listed)}"
-        )
-    files = {f.name: f for f in manifest.files}
-    size = 0
-    for space in manifest.tablespaces:
-        dest = _tablespace_root(job.sandbox) / str(space.oid)
-        dest.parent.mkdir(mode=0o700, exist_ok=True)
-        _extract(job, files[space.file], dest)
-        link = data_dir / "pg_tblspc" / str(space.oid)
-        link.parent.mkdir(mode=0o700, exist_ok=True)
-        link.unlink(missing_ok=True)
-        link.symlink_to(dest)
-        size += files[space.file].size
-    return size
-
-
 def _tablespace_created(created: pitr.TablespaceCreated) -> str:
     return (
         f"the archived WAL creates tablespace {created.oid} at {created.location!r} (LSN "
@@ -262,18 +210,6 @@ def _tablespace_created(created: pitr.TablespaceCreated) -> str:
         f"before LSN "
         f"{created.lsn} (--pitr); the next physical backup includes the tablespace"
     )
-
-
-def _place_backup_manifest(job: RestoreJob) -> None:
-    """pg_verifybackup reads backup_manifest from the data directory: a backup taken with
-    tablespaces keeps it beside the archives, not inside base.tar."""
-    target = job.sandbox.data_dir / "backup_manifest"
-    if target.exists():
-        return
-    entry = next((f for f in job.manifest.files if f.role == "backup_manifest"), None)
-    if entry is None:
-        raise RestoreFailed(f"backup {job.manifest.id}: no backup_manifest in the backup")
-    download(job.repo, job.manifest, entry, target, NullProgress())
 
 
 def _heartbeat(
@@ -461,10 +397,3 @@ def _conn_db(request: VerifyRequest) -> str:
     from verifier.run import _conninfo_db
 
     return _conninfo_db(request.target)
-
-
-def _chown_tree(root: os.PathLike[str] | str, uid: int, gid: int) -> None:
-    os.chown(root, uid, gid)
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            os.lchown(os.path.join(dirpath, name), uid, gid)

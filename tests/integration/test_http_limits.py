@@ -15,7 +15,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter
 
-from exporters.http import HttpEndpoint, Response, metrics_handler
+from exporters.http import HttpEndpoint, Response
+from exporters.scrape import metrics_handler
 from exporters.settings import HttpLimits
 from tests.support.monitoring import self_signed
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporters.http import usable_accept
+from exporters.scrape import usable_accept
 
 OM = "application/openmetrics-text"
 
