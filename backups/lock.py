@@ -12,6 +12,9 @@ from pathlib import Path
 
 from backups.errors import LockHeld
 
+# set by `pgproof serve` in its children's environment (pgproof.lifeline); recorded in locks
+SERVE_PID_ENV = "PGPROOF_SERVE_PID"
+
 
 def default_lock_dir() -> str:
     if os.geteuid() == 0:
@@ -58,7 +61,7 @@ def _flock(path: Path, job: str) -> Iterator[str | None]:
             return
         os.ftruncate(fd, 0)
         holder: dict[str, object] = {"pid": os.getpid(), "job": job, "since": time.time()}
-        serve = os.environ.get("PGPROOF_SERVE_PID", "")
+        serve = os.environ.get(SERVE_PID_ENV, "")
         if serve.isdigit():
             holder["serve"] = int(serve)  # a child of serve (pgproof.lifeline)
         os.write(fd, json.dumps(holder).encode())

@@ -12,15 +12,16 @@ recorded), and stop only the former.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-SERVE_PID_ENV = "PGPROOF_SERVE_PID"
+from backups.lock import SERVE_PID_ENV, holder_of
+
+__all__ = ["SERVE_PID_ENV", "alive", "bind_to_serve", "child_env", "orphans", "stop_leftovers"]
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -39,7 +40,10 @@ def bind_to_serve() -> None:
     """Called first thing by every pgproof command: a child of serve dies with serve."""
     parent = serve_pid()
     if parent is None:
-        return
+        return  # not a child of serve: nothing imported (wal-push runs per WAL segment)
+    import ctypes
+    import ctypes.util
+
     name = ctypes.util.find_library("c")
     if name:
         libc = ctypes.CDLL(name, use_errno=True)
@@ -71,8 +75,6 @@ def orphans(holders: list[tuple[str, dict[str, object]]]) -> list[tuple[str, int
 def stop_leftovers(lock_paths: list[str], grace: float = 10.0) -> list[str]:
     """SIGTERM (then SIGKILL after ``grace``) to every holder of these locks that a dead serve
     started: the jobs and heartbeats of a crashed serve. Returns what was stopped."""
-    from backups.lock import holder_of
-
     held: list[tuple[str, dict[str, object]]] = []
     for path in lock_paths:
         holder = holder_of(Path(path))
