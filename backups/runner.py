@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import os
 import pwd
 import signal
@@ -77,12 +78,7 @@ class Runner:
         """The same runner, with PostgreSQL binaries run as ``user`` (when we are root)."""
         if user == self.postgres_user:
             return self
-        return Runner(
-            secrets=self.secrets,
-            postgres_user=user,
-            default_timeout=self.default_timeout,
-            base_env=self.base_env,
-        )
+        return dataclasses.replace(self, postgres_user=user)  # its identity looked up anew
 
     # -- identity --------------------------------------------------------------------
     def postgres_identity(self) -> RunAs | None:
