@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from exporters.status import TargetStatus
+from pgproof.exporters.status import TargetStatus
 
 RUNBOOK = "https://github.com/pgproof/pgproof/blob/main/README.md"
 

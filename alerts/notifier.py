@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from alerts import smtp, state
-from alerts.conditions import Alert
-from alerts.errors import AlertError, DeliveryError
-from alerts.render import Event, Renderer
-from alerts.state import AlertState, Tracked
+from pgproof.alerts import smtp, state
+from pgproof.alerts.conditions import Alert
+from pgproof.alerts.errors import AlertError, DeliveryError
+from pgproof.alerts.render import Event, Renderer
+from pgproof.alerts.state import AlertState, Tracked
 
 log = logging.getLogger("pgproof.alerts")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from alerts.conditions import Alert
+from pgproof.alerts.conditions import Alert
 
 log = logging.getLogger("pgproof.alerts")
 _PACKAGE_TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")

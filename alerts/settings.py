@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from alerts.errors import DeliveryError
-from backups.settings import read_secret
+from pgproof.alerts.errors import DeliveryError
+from pgproof.backups.settings import read_secret
 
 if TYPE_CHECKING:
     import ssl

@@ -15,9 +15,9 @@ from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 
-from alerts.errors import DeliveryError
-from alerts.render import Rendered
-from alerts.settings import SmtpSettings as SmtpSettings  # the settings this client takes
+from pgproof.alerts.errors import DeliveryError
+from pgproof.alerts.render import Rendered
+from pgproof.alerts.settings import SmtpSettings as SmtpSettings  # the settings this client takes
 
 # subjects are kept under 250 characters: no folding needed (RFC 5322 allows 998)
 _POLICY = policy.SMTP.clone(max_line_length=998)

@@ -14,8 +14,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alerts.conditions import Alert
-from alerts.errors import StateError
+from pgproof.alerts.conditions import Alert
+from pgproof.alerts.errors import StateError
 
 log = logging.getLogger("pgproof.alerts")
 STATE_FORMAT = 1

@@ -8,6 +8,6 @@ verifier, the exporters, the alerts or the program.
 Errors: every error raised on purpose derives from :class:`backups.errors.BackupError`.
 """
 
-from backups.errors import BackupError
+from pgproof.backups.errors import BackupError
 
 __all__ = ["BackupError"]

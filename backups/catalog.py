@@ -16,27 +16,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from backups.dbprops import DatabaseProperties, RoleInfo
-from backups.errors import CatalogError, StorageError
-from backups.layout import backup_prefix, backups_prefix, results_prefix, wal_prefix
-from backups.storage.base import Repository
+from pgproof.backups.dbprops import DatabaseProperties, RoleInfo
+from pgproof.backups.errors import CatalogError, StorageError
+from pgproof.backups.kinds import KINDS, Kind
+from pgproof.backups.layout import backup_prefix, backups_prefix, wal_prefix
+from pgproof.backups.storage.base import Repository
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
-Kind = Literal["logical", "physical"]
-KINDS: tuple[Kind, ...] = ("logical", "physical")
-__all__ = ["backup_prefix", "backups_prefix", "results_prefix", "wal_prefix"]
-
-
-def new_backup_id(kind: Kind, now: dt.datetime | None = None) -> str:
-    """Sortable by time: ``20261124T011502Z-logical-3fa9``."""
-    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    return f"{moment:%Y%m%dT%H%M%SZ}-{kind}-{secrets.token_hex(2)}"
+__all__ = ["backup_prefix", "backups_prefix", "wal_prefix"]
 
 
 def utc_iso(moment: dt.datetime) -> str:
@@ -294,31 +286,3 @@ def scan(repo: Repository, target: str, read: bool = True) -> list[CatalogEntry]
 
 def complete_manifests(entries: Iterable[CatalogEntry]) -> list[Manifest]:
     return [e.manifest for e in entries if e.manifest is not None]
-
-
-@dataclass(frozen=True)
-class Verification:
-    """The newest restore-test result recorded for a backup (written by the verifier)."""
-
-    result_id: str
-    verdict: str
-    finished_at: str
-
-
-def latest_verifications(repo: Repository, target: str) -> dict[str, Verification]:
-    """backup id -> its newest result record; unreadable records are skipped."""
-    newest: dict[str, Verification] = {}
-    for info in repo.listing(results_prefix(target)):
-        if not info.key.endswith(".json"):
-            continue
-        try:
-            record = json.loads(repo.read_bytes(info.key))
-            found = Verification(
-                str(record["id"]), str(record["verdict"]), str(record["finished_at"])
-            )
-            backup_id = str(record["backup_id"])
-        except (ValueError, KeyError, TypeError, StorageError):
-            continue
-        if backup_id not in newest or found.finished_at > newest[backup_id].finished_at:
-            newest[backup_id] = found
-    return newest

@@ -14,8 +14,8 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from backups.errors import BackupError, BackupFailed, StorageError
-from backups.storage.base import Repository, StoredObject
+from pgproof.backups.errors import BackupError, BackupFailed, StorageError
+from pgproof.backups.storage.base import Repository, StoredObject
 
 _END = object()
 _ABORT = object()

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from backups import catalog, walarchive, walnames, walverify
-from backups.errors import BackupError
-from backups.storage.base import Repository
+from pgproof.backups import catalog, walarchive, walnames, walverify
+from pgproof.backups.errors import BackupError
+from pgproof.backups.storage.base import Repository
 
 
 @dataclass

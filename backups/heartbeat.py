@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from backups.errors import SourceError
-from backups.source import Source
+from pgproof.backups.errors import SourceError
+from pgproof.backups.source import Source
 
 DDL = """
 create schema if not exists pgproof;

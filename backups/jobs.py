@@ -8,10 +8,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from backups import catalog
-from backups.errors import BackupError, BackupFailed
-from backups.fanout import FanoutResult
-from backups.storage.base import Repository
+from pgproof.backups import catalog
+from pgproof.backups.errors import BackupError, BackupFailed
+from pgproof.backups.fanout import FanoutResult
+from pgproof.backups.storage.base import Repository
 
 PIPE_CHUNK = 1024 * 1024
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from backups.errors import BackupError
-from backups.layout import job_status_key
-from backups.storage.base import Repository
+from pgproof.backups.errors import BackupError
+from pgproof.backups.layout import job_status_key
+from pgproof.backups.storage.base import Repository
 
 Status = Literal["ok", "partial", "failed"]
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from backups.errors import LockHeld
+from pgproof.backups.errors import LockHeld
 
 # set by `pgproof serve` in its children's environment (pgproof.lifeline); recorded in locks
 SERVE_PID_ENV = "PGPROOF_SERVE_PID"

@@ -21,15 +21,15 @@ from typing import Any
 
 from psycopg import sql
 
-from backups import catalog, compression, dbprops, pgbin
-from backups.errors import BinaryNotFound, CommandError, SourceError
-from backups.fanout import fan_out
-from backups.jobs import BackupOutcome, RepoSet, commit, read_pipe, remove_partial
-from backups.progress import NullProgress, Progress, counted
-from backups.runner import Runner
-from backups.settings import TargetSettings
-from backups.source import Source, SourceInfo
-from backups.storage.base import Repository
+from pgproof.backups import catalog, compression, dbprops, ids, pgbin
+from pgproof.backups.errors import BinaryNotFound, CommandError, SourceError
+from pgproof.backups.fanout import fan_out
+from pgproof.backups.jobs import BackupOutcome, RepoSet, commit, read_pipe, remove_partial
+from pgproof.backups.progress import NullProgress, Progress, counted
+from pgproof.backups.runner import Runner
+from pgproof.backups.settings import TargetSettings
+from pgproof.backups.source import Source, SourceInfo
+from pgproof.backups.storage.base import Repository
 
 _TABLES = """
 select n.nspname, c.relname
@@ -97,7 +97,7 @@ class LogicalBackup:
         z_arg, z_recorded = pg_dump_compression(self.settings.compression, bins.major)
         self._compression = z_recorded
         started = dt.datetime.now(dt.UTC)
-        backup_id = catalog.new_backup_id("logical", started)
+        backup_id = ids.new_backup_id("logical", started)
         prefix = catalog.backup_prefix(self.target.name, backup_id)
         repos = RepoSet(list(self.repos))
         files: list[catalog.BackupFile] = []

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from backups.errors import BinaryNotFound, CommandError
-from backups.runner import Runner
+from pgproof.backups.errors import BinaryNotFound, CommandError
+from pgproof.backups.runner import Runner
 
 DEFAULT_CACHE = "/var/cache/pgproof/postgresql"
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")

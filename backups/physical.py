@@ -27,16 +27,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backups import catalog, compression, pgbin, stagedtar, walarchive, walnames
-from backups.errors import BackupError, BackupFailed, BinaryNotFound, CatalogError
-from backups.fanout import fan_out
-from backups.jobs import BackupOutcome, RepoSet, commit, read_pipe, remove_partial
-from backups.progress import NullProgress, Progress, counted
-from backups.runner import Runner
-from backups.settings import TargetSettings
-from backups.source import Source, SourceInfo
-from backups.storage.base import Repository
-from backups.tarscan import TarScanner
+from pgproof.backups import catalog, compression, ids, pgbin, stagedtar, walarchive, walnames
+from pgproof.backups.errors import BackupError, BackupFailed, BinaryNotFound, CatalogError
+from pgproof.backups.fanout import fan_out
+from pgproof.backups.jobs import BackupOutcome, RepoSet, commit, read_pipe, remove_partial
+from pgproof.backups.progress import NullProgress, Progress, counted
+from pgproof.backups.runner import Runner
+from pgproof.backups.settings import TargetSettings
+from pgproof.backups.source import Source, SourceInfo
+from pgproof.backups.storage.base import Repository
+from pgproof.backups.tarscan import TarScanner
 
 _LABEL_START = re.compile(r"START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)", re.I)
 _LABEL_TLI = re.compile(r"START TIMELINE: (\d+)")
@@ -209,7 +209,7 @@ class PhysicalBackup:
         bins = self._binaries(info)
         method, level = compression.parse_method(self.settings.compression)
         started = dt.datetime.now(dt.UTC)
-        backup_id = catalog.new_backup_id("physical", started)
+        backup_id = ids.new_backup_id("physical", started)
         prefix = catalog.backup_prefix(self.target.name, backup_id)
         repos = RepoSet(list(self.repos))
         wal_mode = "none" if info.archive_mode != "off" else "fetch"

@@ -9,14 +9,12 @@ history files always stay; with no physical backup kept, no WAL is removed.
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
-from backups import catalog, walarchive, walnames
-from backups.errors import BackupError
-from backups.settings import RetentionSettings
-from backups.storage.base import Repository
+from pgproof.backups import catalog, walarchive, walnames
+from pgproof.backups.settings import RetentionSettings
+from pgproof.backups.storage.base import Repository
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class RetentionPlan:
 def choose_backups(
     manifests: Iterable[catalog.Manifest],
     settings: RetentionSettings,
-    protected: set[str],
+    protected: Set[str],
     now: dt.datetime,
 ) -> tuple[list[catalog.Manifest], dict[str, str]]:
     """(kept manifests, {deleted id: reason}); pure."""
@@ -76,31 +74,19 @@ def wal_horizon(kept: Iterable[catalog.Manifest]) -> tuple[int, int] | None:
     return walnames.parse_segment_name(oldest.start_wal or "", oldest.wal_segment_size)[0], segno
 
 
-def last_passed(repo: Repository, target: str) -> set[str]:
-    """Backup ids of the newest passed restore test of each kind (malformed records skipped)."""
-    newest: dict[str, tuple[str, str]] = {}
-    for info in repo.listing(catalog.results_prefix(target)):
-        if not info.key.endswith(".json"):
-            continue
-        try:
-            record = json.loads(repo.read_bytes(info.key))
-            if record.get("verdict") != "passed":
-                continue
-            kind, finished, backup = record["kind"], record["finished_at"], record["backup_id"]
-        except (ValueError, KeyError, TypeError, BackupError):
-            continue
-        if kind not in newest or finished > newest[kind][0]:
-            newest[kind] = (str(finished), str(backup))
-    return {backup for _, backup in newest.values()}
-
-
 def plan(
-    repo: Repository, target: str, settings: RetentionSettings, now: dt.datetime | None = None
+    repo: Repository,
+    target: str,
+    settings: RetentionSettings,
+    protected: Set[str] = frozenset(),
+    now: dt.datetime | None = None,
 ) -> RetentionPlan:
+    """What to delete in ``repo``; ``protected``: backup ids kept whatever the policy says
+    (the caller's: pgproof keeps the newest backup of each kind that passed a restore test)."""
     now = now or dt.datetime.now(dt.UTC)
     entries = catalog.scan(repo, target)
     manifests = catalog.complete_manifests(entries)
-    kept, reasons = choose_backups(manifests, settings, last_passed(repo, target), now)
+    kept, reasons = choose_backups(manifests, settings, protected, now)
     incomplete = tuple(e.id for e in entries if not e.complete and e.error is None)
     horizon = wal_horizon(kept)
     delete_wal: list[str] = []

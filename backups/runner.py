@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO
 
-from backups.errors import CommandError, CommandTimeout
-from backups.redact import redact
+from pgproof.backups.errors import CommandError, CommandTimeout
+from pgproof.backups.redact import redact
 
 STDERR_TAIL_BYTES = 8192
 KILL_GRACE_SECONDS = 5.0

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backups.storage.s3options import S3Options
+from pgproof.backups.storage.s3options import S3Options
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class SourceSettings:
     connect_timeout: int = 10
 
     def password(self) -> str | None:
-        from backups.errors import SourceError
+        from pgproof.backups.errors import SourceError
 
         try:
             return read_secret(self.password_env, self.password_file)

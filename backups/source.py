@@ -17,10 +17,10 @@ from typing import Any
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from backups.errors import SourceError
-from backups.redact import redact
-from backups.runner import Runner
-from backups.settings import SourceSettings
+from pgproof.backups.errors import SourceError
+from pgproof.backups.redact import redact
+from pgproof.backups.runner import Runner
+from pgproof.backups.settings import SourceSettings
 
 
 @dataclass(frozen=True)

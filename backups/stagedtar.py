@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from backups.tarscan import TarScanner
+from pgproof.backups.tarscan import TarScanner
 
 CHUNK = 1 << 20
 MAX_LAG = 64 << 20

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from backups import compression, walnames
-from backups.errors import BackupError, IntegrityError, StorageError, WalConflict, WalError
-from backups.layout import wal_prefix
-from backups.storage.base import ObjectInfo, Repository
+from pgproof.backups import compression, walnames
+from pgproof.backups.errors import BackupError, IntegrityError, StorageError, WalConflict, WalError
+from pgproof.backups.layout import wal_prefix
+from pgproof.backups.storage.base import ObjectInfo, Repository
 
 COMPRESSED_KINDS = (walnames.WalKind.SEGMENT, walnames.WalKind.PARTIAL)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-from backups.errors import WalError
+from pgproof.backups.errors import WalError
 
 READY_SUFFIX = ".ready"
 LOCK_NAME = "worker.lock"

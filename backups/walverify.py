@@ -16,10 +16,10 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from backups import compression, walnames
-from backups.errors import BackupError
-from backups.layout import wal_verified_key
-from backups.storage.base import ObjectInfo, Repository
+from pgproof.backups import compression, walnames
+from pgproof.backups.errors import BackupError
+from pgproof.backups.layout import wal_verified_key
+from pgproof.backups.storage.base import ObjectInfo, Repository
 
 MEMORY_FORMAT = 1
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from backups import compression, pgbin
-from backups.runner import Runner
+from pgproof.backups import compression, pgbin
+from pgproof.backups.runner import Runner
 from tests.support.fixtures import PGPROOF, s3_env, write_config
 from tests.support.pgcluster import Cluster, make_cluster, private_dir
 from tests.support.ports import free_port

@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from backups import compression, health, walnames
-from backups.layout import wal_prefix, wal_verified_key
-from backups.storage.filesystem import META_SUFFIX, FilesystemRepository
+from pgproof.backups import compression, health, walnames
+from pgproof.backups.layout import wal_prefix, wal_verified_key
+from pgproof.backups.storage.filesystem import META_SUFFIX, FilesystemRepository
 from tests.support.synthetic import Writer, manifest
 
 SEG = walnames.DEFAULT_SEGMENT_SIZE

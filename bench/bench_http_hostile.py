@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from backups.storage.filesystem import FilesystemRepository
+from pgproof.backups.storage.filesystem import FilesystemRepository
 from tests.support import synthetic
 from tests.support.ports import free_port
 

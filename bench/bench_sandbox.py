@@ -26,16 +26,16 @@ from typing import Any
 
 import yaml
 
-from backups import pgbin
-from backups.runner import Runner
 from bench.bench_backup import bench_source
+from pgproof.backups import pgbin
+from pgproof.backups.runner import Runner
+from pgproof.verifier.container import ContainerSandbox
+from pgproof.verifier.containersettings import ContainerSettings
+from pgproof.verifier.sandbox import LocalDirSandbox, ProcessSandbox
 from tests.support.engine import podman_service
 from tests.support.fixtures import PGPROOF, s3_env
 from tests.support.pgcluster import private_dir
 from tests.support.seaweed import seaweed_server
-from verifier.container import ContainerSandbox
-from verifier.containersettings import ContainerSettings
-from verifier.sandbox import LocalDirSandbox, ProcessSandbox
 
 IMAGE = "localhost/pgproof-sandbox:{major}"
 

@@ -22,16 +22,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-from backups import catalog, walarchive, walnames
-from backups.storage.base import Repository
-from backups.storage.filesystem import FilesystemRepository
-from backups.storage.s3 import S3Repository
-from backups.storage.s3options import S3Options
-from exporters.collector import registry
-from exporters.exporter import ExportedTarget, Exporter
-from exporters.http import HttpEndpoint
-from exporters.scrape import metrics_handler
-from exporters.settings import ExporterSettings
+from pgproof.backups import catalog, walarchive, walnames
+from pgproof.backups.storage.base import Repository
+from pgproof.backups.storage.filesystem import FilesystemRepository
+from pgproof.backups.storage.s3 import S3Repository
+from pgproof.backups.storage.s3options import S3Options
+from pgproof.exporters.collector import registry
+from pgproof.exporters.exporter import ExportedTarget, Exporter
+from pgproof.exporters.http import HttpEndpoint
+from pgproof.exporters.scrape import metrics_handler
+from pgproof.exporters.settings import ExporterSettings
+from pgproof.verifier import records
 from tests.support import synthetic
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, seaweed_server
 from tests.support.synthetic import Writer
@@ -41,7 +42,7 @@ def naive_scrape(repo: Repository, target: str) -> int:
     """Everything re-read: every manifest, every result record, the WAL listing + continuity."""
     entries = catalog.scan(repo, target)
     manifests = catalog.complete_manifests(entries)
-    catalog.latest_verifications(repo, target)
+    records.newest_per_backup(records.readable(records.read_all(repo, target)))
     listing = walarchive.list_archive(repo, target, walnames.DEFAULT_SEGMENT_SIZE)
     physical = [m for m in manifests if m.kind == "physical" and m.start_wal]
     start = walnames.parse_segment_name(min(physical, key=lambda m: m.started_at).start_wal or "")

@@ -3,7 +3,11 @@ restore_command call before any byte moves. Compared in one run with the interpr
 and with ``cp``/``pgbackrest`` where they do the same job.
 
 Usage (as root, after scripts/setup):
-    .venv/bin/python -m bench.bench_start [--runs 30]
+    .venv/bin/python -m bench.bench_start [--runs 30] [--old REV]
+
+``--old REV`` also runs the pgproof rows with the code of git revision REV (a worktree put
+first on PYTHONPATH, byte-compiled like scripts/setup does), interleaved call by call with
+the current code, so that both see the same machine.
 
 Measured (median of ``--runs`` calls each, no PostgreSQL server needed):
   python -c pass                       the interpreter's own start (the floor)
@@ -39,23 +43,45 @@ def segment_bytes(segno: int) -> bytes:
     return page + os.urandom(SEGMENT // 2) + bytes(SEGMENT // 2 - len(page))
 
 
-def median_seconds(argv: list[str], runs: int, ok: tuple[int, ...] = (0,)) -> float:
-    times = []
+def median_seconds(
+    argv: list[str], runs: int, ok: tuple[int, ...] = (0,), old: Path | None = None
+) -> tuple[float, float | None]:
+    """Median of the current code's runs, and of REV's (interleaved) when ``old`` is given."""
+    times: list[float] = []
+    old_times: list[float] = []
+    envs = [(times, dict(os.environ))]
+    if old is not None:
+        envs.append((old_times, dict(os.environ, PYTHONPATH=str(old))))
     for _ in range(runs):
-        started = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True)
-        times.append(time.perf_counter() - started)
-        if done.returncode not in ok:
-            raise SystemExit(f"{argv}: exit {done.returncode}: {done.stderr.decode()[-500:]}")
-    return statistics.median(times)
+        for into, env in envs:
+            started = time.perf_counter()
+            done = subprocess.run(argv, capture_output=True, env=env)
+            into.append(time.perf_counter() - started)
+            if done.returncode not in ok:
+                raise SystemExit(f"{argv}: exit {done.returncode}: {done.stderr.decode()[-500:]}")
+    return statistics.median(times), statistics.median(old_times) if old_times else None
+
+
+def worktree(rev: str, base: Path) -> Path:
+    path = base / "old"
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(path), rev], check=True)
+    dirs = [
+        d for d in ("backups", "verifier", "exporters", "alerts", "pgproof") if (path / d).is_dir()
+    ]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], cwd=path, check=True)
+    return path
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--old", help="a git revision to compare with, in the same run")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="pgproof-bench-start-"))
+    old = None
     try:
+        if args.old:
+            old = worktree(args.old, base)
         repo = base / "repo"
         repo.mkdir()
         config = base / "pgproof.yaml"
@@ -90,18 +116,26 @@ def main() -> int:
                     [*pg, "wal-fetch", "000000010000000000000009", str(base / "x")],
                     args.runs,
                     ok=(1,),
+                    old=old,
                 ),
             ),
             (
                 "pgproof wal-push (already archived)",
-                median_seconds([*pg, "wal-push", str(segment)], args.runs),
+                median_seconds([*pg, "wal-push", str(segment)], args.runs, old=old),
             ),
         ]
-        floor = rows[0][1]
+        floor = rows[0][1][0]
         print(f"start time, median of {args.runs} runs")
-        for label, seconds in rows:
-            print(f"  {label:<40} {seconds * 1000:7.1f} ms  {seconds / floor:5.2f}x python")
+        for label, (seconds, before) in rows:
+            line = f"  {label:<40} {seconds * 1000:7.1f} ms  {seconds / floor:5.2f}x python"
+            if before is not None:
+                line += (
+                    f"  (at {args.old}: {before * 1000:.1f} ms; now/then {seconds / before:.2f}x)"
+                )
+            print(line)
     finally:
+        if old is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], check=False)
         shutil.rmtree(base, ignore_errors=True)
         os.sync()
     return 0

@@ -170,8 +170,8 @@ def by_hand_logical(cluster: Cluster, backup_dir: Path, manifest: dict[str, obje
     as_postgres(
         [cluster.bins.path("pg_ctl"), "-D", str(data), "-l", str(work / "log"), "-w", "start"]
     )
-    from backups import pgbin
-    from backups.runner import Runner
+    from pgproof.backups import pgbin
+    from pgproof.backups.runner import Runner
 
     newest = pgbin.find_at_least(15, Runner())
     for db in manifest["databases"]:  # type: ignore[attr-defined]

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporters.exporter import Exporter
-from exporters.model import PHASES
+from pgproof.exporters.exporter import Exporter
+from pgproof.exporters.model import PHASES
 
 P = "pgproof_"
 

@@ -21,14 +21,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from backups.errors import BackupError
-from backups.settings import SourceSettings
-from backups.storage.base import Repository
-from exporters.index import RepoIndex
-from exporters.model import RepoSnapshot
-from exporters.settings import ExporterSettings
-from exporters.source import SourceProbe
-from exporters.status import KINDS, ArchiverStatus, TargetStatus, summarize
+from pgproof.backups.errors import BackupError
+from pgproof.backups.kinds import KINDS
+from pgproof.backups.settings import SourceSettings
+from pgproof.backups.storage.base import Repository
+from pgproof.exporters.index import RepoIndex
+from pgproof.exporters.model import RepoSnapshot
+from pgproof.exporters.settings import ExporterSettings
+from pgproof.exporters.source import SourceProbe
+from pgproof.exporters.status import ArchiverStatus, TargetStatus, summarize
 
 log = logging.getLogger("pgproof.exporter")
 

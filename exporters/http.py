@@ -42,9 +42,9 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from exporters import webconfig
-from exporters.errors import ListenError, WebConfigError
-from exporters.settings import HttpLimits
+from pgproof.exporters import webconfig
+from pgproof.exporters.errors import ListenError, WebConfigError
+from pgproof.exporters.settings import HttpLimits
 
 log = logging.getLogger("pgproof.http")
 ACCEPT_BURST = 64  # connections accepted before the cap's evictions free their sockets

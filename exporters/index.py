@@ -14,25 +14,25 @@ from __future__ import annotations
 import bisect
 import concurrent.futures
 import heapq
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from backups import catalog, compression, walnames, walverify
-from backups.errors import BackupError, CatalogError, ObjectNotFound
-from backups.jobstatus import JobStatus
-from backups.layout import (
+from pgproof.backups import catalog, compression, walnames, walverify
+from pgproof.backups.errors import BackupError, CatalogError, ObjectNotFound
+from pgproof.backups.jobstatus import JobStatus
+from pgproof.backups.kinds import KINDS
+from pgproof.backups.layout import (
     backups_prefix,
     job_status_key,
     results_prefix,
     wal_prefix,
     wal_verified_key,
 )
-from backups.storage.base import Repository
-from exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
-from exporters.status import KINDS
+from pgproof.backups.storage.base import Repository
+from pgproof.exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
+from pgproof.verifier import records
 
 RELIST_OVERLAP = 512
 READ_THREADS = 8
@@ -275,10 +275,14 @@ class RepoIndex:
         def read(name: str) -> RecordSummary | str | None:
             key = st.results_folder.prefix + name
             try:
-                return RecordSummary.parse(json.loads(self.repo.read_bytes(key)))
+                stored = records.parse_stored(key, self.repo.read_bytes(key))
             except ObjectNotFound:
                 return None  # deleted since the listing
-            except (ValueError, KeyError, TypeError) as exc:
+            if stored.record is None:
+                return f"{key}: {stored.problem}"
+            try:
+                return RecordSummary.of(stored.record)
+            except ValueError as exc:
                 return f"{key}: {exc}"
 
         for name, outcome in zip(todo, self._map(read, todo), strict=True):

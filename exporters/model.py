@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from backups import catalog, walnames
-from backups.errors import CatalogError
-from backups.jobstatus import JobStatus
+from pgproof.backups import catalog, walnames
+from pgproof.backups.errors import CatalogError
+from pgproof.backups.jobstatus import JobStatus
+from pgproof.verifier.records import ResultRecord
 
 PHASES = ("fetch", "restore", "recovery", "checks", "total")
 
@@ -57,48 +57,22 @@ class RecordSummary:
     cause: str
 
     @classmethod
-    def parse(cls, raw: Any) -> RecordSummary:
-        """ValueError unless ``raw`` is a result record with the fields named in DESIGN.md."""
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
-        verdict = raw.get("verdict")
-        if verdict not in ("passed", "failed", "error"):
-            raise ValueError(f"verdict {verdict!r} is not passed, failed or error")
-        kind = raw.get("kind")
-        if kind not in ("logical", "physical"):
-            raise ValueError(f"kind {kind!r} is not logical or physical")
-        for key in ("id", "backup_id", "finished_at"):
-            if not isinstance(raw.get(key), str) or not raw[key]:
-                raise ValueError(f"{key} is missing")
-        phases_raw = raw.get("phases") or {}
-        if not isinstance(phases_raw, dict):
-            raise ValueError("phases is not an object")
-        phases = {
-            str(k): float(v)
-            for k, v in phases_raw.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        checks = raw.get("checks") or []
-        if not isinstance(checks, list):
-            raise ValueError("checks is not a list")
-        failed = sum(
-            1 for c in checks if isinstance(c, dict) and c.get("verdict") in ("failed", "error")
-        )
-        rpo = raw.get("rpo_seconds")
+    def of(cls, record: ResultRecord) -> RecordSummary:
+        """ValueError when the record's finished_at is not a timestamp."""
         try:
-            finished = catalog.parse_utc(raw["finished_at"]).timestamp()
+            finished = catalog.parse_utc(record.finished_at).timestamp()
         except CatalogError as exc:
             raise ValueError(str(exc)) from None
         return cls(
-            id=raw["id"],
-            backup_id=raw["backup_id"],
-            kind=kind,
-            verdict=verdict,
+            id=record.id,
+            backup_id=record.backup_id,
+            kind=record.kind,
+            verdict=record.verdict,
             finished=finished,
-            phases=phases,
-            rpo_seconds=float(rpo) if isinstance(rpo, int | float) else None,
-            checks_failed=failed,
-            cause=str(raw.get("cause") or "")[:500],
+            phases=dict(record.phases),
+            rpo_seconds=record.rpo_seconds,
+            checks_failed=sum(1 for c in record.checks if c.verdict != "passed"),
+            cause=record.cause[:500],
         )
 
 

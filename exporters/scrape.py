@@ -9,7 +9,7 @@ import time
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from exporters.http import Handler, Request, Response
+from pgproof.exporters.http import Handler, Request, Response
 
 _VERSION = re.compile(r"""version\s*=\s*"?([^";,\s]*)""", re.I)
 

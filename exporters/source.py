@@ -13,12 +13,12 @@ from typing import Any
 
 import psycopg
 
-from backups.errors import BackupError, SourceError
-from backups.redact import redact
-from backups.runner import Runner
-from backups.settings import SourceSettings
-from backups.source import Source
-from exporters.status import ArchiverStatus
+from pgproof.backups.errors import BackupError, SourceError
+from pgproof.backups.redact import redact
+from pgproof.backups.runner import Runner
+from pgproof.backups.settings import SourceSettings
+from pgproof.backups.source import Source
+from pgproof.exporters.status import ArchiverStatus
 
 _ARCHIVER = (
     "select current_setting('archive_mode'), archived_count, failed_count,"

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from backups.jobstatus import JobStatus
-from exporters.model import BackupInfo, RecordSummary, RepoSnapshot
-
-KINDS = ("logical", "physical")
+from pgproof.backups.jobstatus import JobStatus
+from pgproof.backups.kinds import KINDS
+from pgproof.exporters.model import BackupInfo, RecordSummary, RepoSnapshot
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-from exporters.errors import WebConfigError
+from pgproof.exporters.errors import WebConfigError
 
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,

@@ -1,9 +1,9 @@
 """The ``pgproof`` command line (DESIGN.md: CLI contract).
 
-Exit codes: 0 success, 1 the job failed (or problems found), 2 usage or configuration error.
-``wal-fetch`` exits 1 when the file is not archived and 255 when no repository could be read,
-so that PostgreSQL stops recovery instead of ending it early. ``--json`` prints exactly one
-JSON document on stdout.
+Exit codes (``pgproof.output``): 0 success, 1 the job failed (or problems found), 2 usage or
+configuration error. ``wal-fetch`` exits 1 when the file is not archived and 255 when no
+repository could be read, so that PostgreSQL stops recovery instead of ending it early.
+``--json`` prints exactly one JSON document on stdout.
 
 Imports are lazy per command: ``wal-push``/``wal-fetch`` run once per WAL segment and must
 start fast (no psycopg; boto3 only when an S3 repository is configured).
@@ -11,7 +11,6 @@ start fast (no psycopg; boto3 only when an S3 repository is configured).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -23,8 +22,7 @@ if TYPE_CHECKING:
 
 from pgproof import __version__
 from pgproof.configfields import ConfigError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_FETCH_ABORT = 0, 1, 2, 255
+from pgproof.output import EXIT_FAILED, EXIT_USAGE, err
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,14 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _out_json(doc: object) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def _err(message: str) -> None:
-    sys.stderr.write(f"pgproof: {message}\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from pgproof import walfast
 
@@ -123,27 +113,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = getattr(args, "target", None)
         targets = (cfg.target(name),) if single else cfg.select(name)
     except ConfigError as exc:
-        _err(f"configuration error: {exc}")
+        err(f"configuration error: {exc}")
         return EXIT_USAGE
-    from backups.errors import BackupError
-    from pgproof import commands
+    from pgproof.backups.errors import BackupError
+    from pgproof.commands import handler
 
-    handler = getattr(commands, "cmd_" + args.command.replace("-", "_"))
     try:
-        return int(handler(cfg, targets, args))
+        return handler(args.command)(cfg, targets, args)
     except ConfigError as exc:
-        _err(f"configuration error: {exc}")
+        err(f"configuration error: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        _err("interrupted")
+        err("interrupted")
         return 130
     except BackupError as exc:  # e.g. a repository that cannot be opened
-        _err(f"{args.command}: {exc}")
+        err(f"{args.command}: {exc}")
         return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 1
         if os.environ.get("PGPROOF_DEBUG"):
             raise
-        from backups.redact import redact
+        from pgproof.backups.redact import redact
 
-        _err(f"{args.command} failed unexpectedly: {type(exc).__name__}: {redact(str(exc))}")
+        err(f"{args.command} failed unexpectedly: {type(exc).__name__}: {redact(str(exc))}")
         return EXIT_FAILED

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from alerts.settings import SmtpSettings
-from backups.compression import parse_method
-from backups.lock import default_lock_dir
-from backups.settings import (
+from pgproof.alerts.settings import SmtpSettings
+from pgproof.backups.compression import parse_method
+from pgproof.backups.lock import default_lock_dir
+from pgproof.backups.settings import (
     FilesystemRepoSettings,
     HeartbeatSettings,
     LogicalSettings,
@@ -28,11 +28,15 @@ from backups.settings import (
     TargetSettings,
     WalSettings,
 )
-from backups.storage.s3options import MIN_PART_SIZE, S3Options
-from exporters.settings import ExporterSettings, HttpLimits
+from pgproof.backups.storage.s3options import MIN_PART_SIZE, S3Options
 from pgproof.configfields import ConfigError, Fields
-from verifier.containersettings import PULL_POLICIES, ContainerSettings, check_image_template
-from verifier.settings import DEFAULT_SANDBOX_USER, VerifierSettings
+from pgproof.exporters.settings import ExporterSettings, HttpLimits
+from pgproof.verifier.containersettings import (
+    PULL_POLICIES,
+    ContainerSettings,
+    check_image_template,
+)
+from pgproof.verifier.settings import DEFAULT_SANDBOX_USER, VerifierSettings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SCHEDULE = re.compile(

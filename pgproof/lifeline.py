@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from backups.lock import SERVE_PID_ENV, holder_of
+from pgproof.backups.lock import SERVE_PID_ENV, holder_of
 
 __all__ = ["SERVE_PID_ENV", "alive", "bind_to_serve", "child_env", "orphans", "stop_leftovers"]
 

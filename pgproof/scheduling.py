@@ -28,6 +28,7 @@ from typing import Any
 import schedule
 
 from pgproof import lifeline
+from pgproof.verifier.records import RecordError, ResultRecord
 
 log = logging.getLogger("pgproof.jobs")
 
@@ -169,10 +170,7 @@ def _summary(job: str, out: bytes) -> str:
         problem = doc.get("failed") or doc.get("error") or ""
         return f"backup {doc.get('backup_id') or '-'} ok={doc.get('ok')} {problem}".strip()
     if job == "verify":
-        return ", ".join(
-            f"{r.get('kind')} {r.get('backup_id')}: {r.get('verdict')}"
-            for r in doc.get("results", [])
-        )
+        return ", ".join(_result_summary(raw) for raw in doc.get("results") or [])
     if job == "check":
         return f"healthy={doc.get('healthy')}"
     if job == "retention":
@@ -181,6 +179,14 @@ def _summary(job: str, out: bytes) -> str:
         wal = sum(len(r.get("delete_wal", [])) for r in rows)
         return f"deleted {backups} backups and {wal} WAL files"
     return json.dumps(doc)[:300]
+
+
+def _result_summary(raw: object) -> str:
+    try:
+        r = ResultRecord.from_dict(raw)
+    except RecordError as exc:
+        return f"unreadable result ({exc})"
+    return f"{r.kind} {r.backup_id}: {r.verdict}"
 
 
 class TargetWorker(threading.Thread):

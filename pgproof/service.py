@@ -16,17 +16,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from alerts.conditions import Thresholds, evaluate
-from alerts.notifier import Notifier, NotifierSettings
-from backups.lock import lock_files
-from backups.storage.base import Repository
-from backups.storage.factory import open_all
-from exporters.collector import registry
-from exporters.exporter import ExportedTarget, Exporter
-from exporters.http import HttpEndpoint, Request, Response
-from exporters.scrape import metrics_handler
 from pgproof import __version__, lifeline
+from pgproof.alerts.conditions import Thresholds, evaluate
+from pgproof.alerts.notifier import Notifier, NotifierSettings
+from pgproof.backups.lock import lock_files
+from pgproof.backups.storage.base import Repository
+from pgproof.backups.storage.factory import open_all
 from pgproof.config import Config
+from pgproof.exporters.collector import registry
+from pgproof.exporters.exporter import ExportedTarget, Exporter
+from pgproof.exporters.http import HttpEndpoint, Request, Response
+from pgproof.exporters.scrape import metrics_handler
 from pgproof.scheduling import (
     ChildRunner,
     Heartbeat,
@@ -35,10 +35,10 @@ from pgproof.scheduling import (
     build_schedule,
     describe,
 )
-from verifier import report
-from verifier.errors import VerifierError
-from verifier.run import reap
-from verifier.sandbox import reap_leftovers
+from pgproof.verifier import report
+from pgproof.verifier.errors import VerifierError
+from pgproof.verifier.run import reap
+from pgproof.verifier.sandbox import reap_leftovers
 
 log = logging.getLogger("pgproof.serve")
 

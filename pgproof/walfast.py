@@ -110,8 +110,8 @@ def try_fast(argv: list[str]) -> int | None:
 def run_foreground(
     config_path: str, target: str, wal_path: str, spool_dir: str, timeout: float
 ) -> int:
-    from backups import walasync
-    from backups.errors import BackupError
+    from pgproof.backups import walasync
+    from pgproof.backups.errors import BackupError
 
     name = os.path.basename(wal_path)
     try:

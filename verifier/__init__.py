@@ -3,6 +3,6 @@
 Errors: every error raised on purpose derives from :class:`verifier.errors.VerifierError`.
 """
 
-from verifier.errors import VerifierError
+from pgproof.verifier.errors import VerifierError
 
 __all__ = ["VerifierError"]

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from backups import catalog, compression
-from backups.physical import parse_tablespace_map
-from backups.progress import NullProgress
-from verifier.errors import RestoreFailed
-from verifier.extract import extract, in_thread
-from verifier.fetch import download, verified_chunks
-from verifier.sandbox import Sandbox
-
-if TYPE_CHECKING:
-    from verifier.run import RestoreJob
+from pgproof.backups import catalog, compression
+from pgproof.backups.physical import parse_tablespace_map
+from pgproof.backups.progress import NullProgress
+from pgproof.verifier.errors import RestoreFailed
+from pgproof.verifier.extract import extract, in_thread
+from pgproof.verifier.fetch import download, verified_chunks
+from pgproof.verifier.job import RestoreJob
+from pgproof.verifier.sandbox import Sandbox
 
 
 def extract_file(job: RestoreJob, entry: catalog.BackupFile, dest: Path) -> None:

@@ -1,6 +1,7 @@
 """The hash chain of result records: each record carries ``prev_sha256``, the sha256 of the
 previous record of its target as stored. Verifying it names every record edited, removed or
-inserted. Pure functions over what was read; ``load`` does the reading.
+inserted. Pure functions over what was read; ``read_chain`` reads (through
+``verifier.records``, the record's one reader).
 
 Evidence used, per repository, in record-id (= time) order:
 - a successor that names its predecessor's exact bytes: that link holds;
@@ -13,15 +14,14 @@ Evidence used, per repository, in record-id (= time) order:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from backups.errors import BackupError
-from backups.layout import results_prefix
-from backups.storage.base import Repository
+from pgproof.backups.errors import BackupError
+from pgproof.backups.storage.base import Repository
+from pgproof.verifier import records
+from pgproof.verifier.records import ResultRecord
 
 Kind = Literal["edited", "removed", "inserted", "unreadable", "missing"]
 
@@ -33,7 +33,20 @@ class ChainRecord:
     prev: str | None  # the record's prev_sha256
     stored_sha256: str | None = None  # metadata written with the record (None: not recorded)
     readable: bool = True
-    data: Any = field(default=None, compare=False)  # the parsed record (reports read it)
+    record: ResultRecord | None = field(default=None, compare=False)  # reports read it
+    problem: str = ""  # why it does not read
+
+    @classmethod
+    def of(cls, stored: records.StoredRecord) -> ChainRecord:
+        return cls(
+            stored.id,
+            stored.sha256,
+            stored.prev_sha256,
+            stored.stored_sha256,
+            stored.record is not None,
+            stored.record,
+            stored.problem,
+        )
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,8 @@ def verify_chain(repository: str, records: Sequence[ChainRecord]) -> list[ChainP
     edited: set[str] = set()
     for r in ordered:
         if not r.readable:
-            add(r.id, "unreadable", "not a JSON record (edited or damaged)")
+            why = f" ({r.problem})" if r.problem else ""
+            add(r.id, "unreadable", f"not a result record{why}: edited or damaged")
             edited.add(r.id)
         elif r.stored_sha256 and r.stored_sha256 != r.sha256:
             add(r.id, "edited", f"bytes hash to {r.sha256[:12]}, stored as {r.stored_sha256[:12]}")
@@ -118,32 +132,7 @@ def compare_copies(copies: Mapping[str, Sequence[ChainRecord]]) -> list[ChainPro
 def read_chain(repo: Repository, target: str) -> list[ChainRecord]:
     """Every record of ``target`` in ``repo`` with its metadata hash (BackupError when the
     repository cannot be read)."""
-    out = []
-    prefix = results_prefix(target)
-    for info in repo.listing(prefix):
-        if not info.key.endswith(".json"):
-            continue
-        raw = repo.read_bytes(info.key)
-        head = repo.head(info.key)
-        stored = head.metadata.get("sha256") if head is not None else None
-        record_id = info.key[len(prefix) : -len(".json")]
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            doc = None
-        readable = isinstance(doc, dict)
-        prev = doc.get("prev_sha256") if isinstance(doc, dict) else None
-        out.append(
-            ChainRecord(
-                record_id,
-                hashlib.sha256(raw).hexdigest(),
-                prev if isinstance(prev, str) else None,
-                stored,
-                readable,
-                doc if readable else None,
-            )
-        )
-    return out
+    return [ChainRecord.of(s) for s in records.read_all(repo, target, metadata=True)]
 
 
 Copies = dict[str, list[ChainRecord]]
@@ -163,8 +152,8 @@ def read_copies(repos: Sequence[Repository], target: str) -> tuple[Copies, dict[
 
 def verify_copies(copies: Copies) -> list[ChainProblem]:
     problems: list[ChainProblem] = []
-    for name, records in copies.items():
-        problems.extend(verify_chain(name, records))
+    for name, found in copies.items():
+        problems.extend(verify_chain(name, found))
     if len(copies) > 1:
         problems.extend(compare_copies(copies))
     return problems

@@ -10,6 +10,7 @@ so in its evidence (``applicable: false``) and passes; only evidence of damage i
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -18,11 +19,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from backups import catalog, dbprops
-from backups.errors import CommandError
-from verifier.errors import VerifierError
-from verifier.records import CheckResult
-from verifier.sandbox import Sandbox
+from pgproof.backups import catalog, dbprops
+from pgproof.backups.errors import CommandError
+from pgproof.verifier.errors import VerifierError
+from pgproof.verifier.records import CheckResult
+from pgproof.verifier.sandbox import Sandbox
 
 MAX_LISTED = 20
 
@@ -34,8 +35,10 @@ def guarded(name: str, body: Callable[[], CheckResult]) -> CheckResult:
         result = body()
     except (VerifierError, psycopg.Error, CommandError, OSError) as exc:
         result = CheckResult(name, "error", f"could not run: {str(exc).strip()[:2000]}")
-    result.evidence.setdefault("seconds", round(time.monotonic() - started, 3))
-    return result
+    if "seconds" in result.evidence:
+        return result
+    evidence = {**result.evidence, "seconds": round(time.monotonic() - started, 3)}
+    return dataclasses.replace(result, evidence=evidence)
 
 
 def restore_errors(errors: Sequence[str], ignored: Sequence[str] = ()) -> CheckResult:

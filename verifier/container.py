@@ -48,11 +48,11 @@ from docker.models.containers import Container
 from docker.types import Ulimit
 from testcontainers.core.container import DockerContainer
 
-from backups.errors import CommandError, CommandTimeout
-from backups.runner import CommandResult, Runner
-from verifier.containersettings import FALLBACK, ContainerSettings, engine_url
-from verifier.errors import EngineUnavailable, SandboxError
-from verifier.sandbox import LocalDirSandbox, _alive
+from pgproof.backups.errors import CommandError, CommandTimeout
+from pgproof.backups.runner import CommandResult, Runner
+from pgproof.verifier.containersettings import FALLBACK, ContainerSettings, engine_url
+from pgproof.verifier.errors import EngineUnavailable, SandboxError
+from pgproof.verifier.sandbox import LocalDirSandbox, _alive
 
 LABEL = "org.pgproof.sandbox"  # value: the sandbox directory
 LABEL_HOST = "org.pgproof.host"

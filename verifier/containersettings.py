@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from verifier.errors import EngineUnavailable
+from pgproof.verifier.errors import EngineUnavailable
 
 DEFAULT_SOCKETS = ("/var/run/docker.sock", "/run/podman/podman.sock")
 PULL_POLICIES = ("missing", "never")

@@ -7,6 +7,7 @@ VerifierError
  +-- RepositoryUnavailable a repository did not answer while the backup was read (error)
  +-- RestoreFailed        the backup itself is bad (checksum, WAL gap, wrong cluster)
  +-- TargetError          the requested backup or PITR target is impossible (a usage error)
+      +-- NoBackup            no complete backup of the kind (or with the id) in any repository
 """
 
 from __future__ import annotations
@@ -38,3 +39,9 @@ class RestoreFailed(VerifierError):
 
 class TargetError(VerifierError):
     pass
+
+
+class NoBackup(TargetError):
+    def __init__(self, message: str, kind: str, backup_id: str | None):
+        super().__init__(message)
+        self.kind, self.backup_id = kind, backup_id

@@ -8,7 +8,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from verifier.errors import RestoreFailed
+from pgproof.verifier.errors import RestoreFailed
 
 
 class ChunkReader(io.RawIOBase):

@@ -6,11 +6,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from backups import catalog
-from backups.errors import BackupError, ObjectNotFound
-from backups.progress import Progress
-from backups.storage.base import Repository
-from verifier.errors import RepositoryUnavailable, RestoreFailed
+from pgproof.backups import catalog
+from pgproof.backups.errors import BackupError, ObjectNotFound
+from pgproof.backups.progress import Progress
+from pgproof.backups.storage.base import Repository
+from pgproof.verifier.errors import RepositoryUnavailable, RestoreFailed
 
 
 def verified_chunks(

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import psycopg
 
-from backups import walnames
-from verifier import pitr, waldump
-from verifier.records import CheckResult
-from verifier.sandbox import Sandbox
+from pgproof.backups import walnames
+from pgproof.verifier import pitr, waldump
+from pgproof.verifier.records import CheckResult
+from pgproof.verifier.sandbox import Sandbox
 
 NAME = "heartbeat"
 MAX_SEGMENTS = 32  # the WAL searched backwards from the point reached, at most

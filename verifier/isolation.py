@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from backups.runner import Runner
-from verifier.errors import SandboxUserError
-from verifier.settings import DEFAULT_SANDBOX_USER
+from pgproof.backups.runner import Runner
+from pgproof.verifier.errors import SandboxUserError
+from pgproof.verifier.settings import DEFAULT_SANDBOX_USER
 
 __all__ = ["DEFAULT_SANDBOX_USER", "LocalCluster", "sandbox_runner", "sharing"]
 

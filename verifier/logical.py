@@ -11,19 +11,22 @@ sandbox, never at production's paths.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backups import catalog, compression, pgbin
-from backups.errors import CommandError
-from backups.progress import Progress
-from backups.runner import Runner
-from backups.storage.base import Repository
-from verifier.errors import SandboxError
-from verifier.fetch import download
-from verifier.sandbox import Sandbox
+from pgproof.backups import catalog, compression, pgbin
+from pgproof.backups.errors import CommandError
+from pgproof.backups.progress import Progress
+from pgproof.backups.runner import Runner
+from pgproof.backups.storage.base import Repository
+from pgproof.verifier import checks
+from pgproof.verifier.errors import SandboxError
+from pgproof.verifier.fetch import download
+from pgproof.verifier.job import RestoreJob, amcheck_check, custom_checks
+from pgproof.verifier.sandbox import Sandbox
 
 _ERROR = re.compile(r"^(?:psql:.*?)?ERROR:\s*(.*)$|^pg_restore: error: (.*)$", re.M)
 _TOC = re.compile(r"^pg_restore: from TOC entry \d+; \d+ \d+ (.*)$")
@@ -251,3 +254,44 @@ def _dump_major(manifest: catalog.Manifest) -> int:
 def _chown_like(path: Path, like: Path) -> None:
     st = like.stat()
     os.chown(path, st.st_uid, st.st_gid)
+
+
+def run_logical(job: RestoreJob) -> None:
+    """The logical restore test: every database of the dump restored into the sandbox (with
+    its properties and the roles), then row counts against the dump's snapshot, database
+    properties, roles, amcheck and the target's own checks."""
+    request, manifest, sandbox, found = job.request, job.manifest, job.sandbox, job.findings
+    with job.timer.measure("fetch"):
+        files, found.bytes_restored = fetch(job.repo, manifest, sandbox, job.runner, job.progress)
+    with job.timer.measure("restore"):
+        sandbox.initdb(superuser=manifest.superuser)
+        sandbox.configure(fast=True)
+        sandbox.start(timeout=120)
+        restored = restore(
+            sandbox,
+            manifest,
+            files,
+            job.runner,
+            request.settings.jobs,
+            request.settings.timeout_seconds,
+        )
+    found.rpo_seconds = round((job.started - manifest.started).total_seconds(), 3)
+    with job.timer.measure("checks"):
+        found.checks.append(checks.restore_errors(restored.errors, restored.ignored))
+        if restored.missing:
+            # the sandbox lacks what production has: nothing restored can be judged
+            raise SandboxError(
+                f"the sandbox lacks {', '.join(restored.missing)} (PostgreSQL {sandbox.major}); "
+                f"install it where the sandbox runs: {len(restored.errors)} restore errors "
+                f"follow from it, first: {restored.errors[0][:300]}"
+            )
+        for name, body in (
+            ("row_counts", checks.row_counts),
+            ("database_properties", checks.database_properties),
+            ("roles", checks.roles),
+        ):
+            found.checks.append(checks.guarded(name, functools.partial(body, sandbox, manifest)))
+        found.checks.append(amcheck_check(request, sandbox, restored.databases))
+        # No "readable" here: row_counts just read every table in full (sequential scans of
+        # freshly loaded tables), so a pg_dump of what pg_restore wrote would prove nothing more.
+        found.checks += custom_checks(request, sandbox, restored.databases)

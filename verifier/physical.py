@@ -16,45 +16,63 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import os
 import shlex
-from typing import TYPE_CHECKING
 
-from backups import catalog, walnames
-from backups.errors import CommandError
-from backups.progress import NullProgress
-from verifier import basefiles, checks, heartbeat, pitr, sandboxconf, waldump
-from verifier.errors import RestoreFailed, SandboxError
-from verifier.records import CheckResult
-from verifier.sandbox import Sandbox
-from verifier.walprefetch import Prefetched, prefetch
-
-if TYPE_CHECKING:
-    from verifier.run import RestoreJob, VerifyRequest
+from pgproof.backups import catalog, walnames
+from pgproof.backups.errors import CommandError
+from pgproof.backups.progress import NullProgress
+from pgproof.verifier import basefiles, checks, heartbeat, pitr, sandboxconf, waldump
+from pgproof.verifier.errors import RestoreFailed, SandboxError
+from pgproof.verifier.job import RestoreJob, VerifyRequest, amcheck_check, custom_checks
+from pgproof.verifier.records import CheckResult, Pitr
+from pgproof.verifier.sandbox import Sandbox
+from pgproof.verifier.walprefetch import Prefetched, prefetch
 
 
 def run_physical(job: RestoreJob) -> None:
-    from verifier.run import amcheck_check, custom_checks
-
-    request, repos, manifest = job.request, job.repos, job.manifest
-    sandbox, runner, timer, record, progress = (
-        job.sandbox,
-        job.runner,
-        job.timer,
-        job.record,
-        job.progress,
+    """The physical restore test: the steps of the module's docstring, each timed."""
+    sandbox, manifest, found = job.sandbox, job.manifest, job.findings
+    with job.timer.measure("fetch"):
+        wal = _fetch(job)
+    verify_result = _verifybackup(sandbox, wal is None)
+    # the links into the sandbox are in place; the backup's map names production's paths
+    (sandbox.data_dir / "tablespace_map").unlink(missing_ok=True)
+    # the restored cluster's bootstrap superuser (trust on the private socket)
+    sandbox.user = manifest.superuser or "postgres"
+    target, newest_commit = _target(job.request, manifest, sandbox, wal)
+    found.pitr = Pitr(
+        requested=job.request.pitr or "latest",
+        mode=target.mode,
+        target_time=target.time.isoformat() if target.time else None,
+        settings=target.settings,
     )
-    owner = runner.postgres_identity()
-    with timer.measure("fetch"), concurrent.futures.ThreadPoolExecutor(1) as background:
-        # The WAL is prefetched while the base backup is extracted.
+    with job.timer.measure("recovery"):
+        _recover(job, target, wal)
+    reached = pitr.read_log(sandbox.server_log())
+    _record_reached(job, reached, newest_commit)
+    dbs = _databases(sandbox)
+    _require_extensions(sandbox, dbs)
+    with job.timer.measure("checks"):
+        results = [verify_result, _replay_check(reached, target, wal, manifest)]
+        found.checks = results + _checks(job, dbs, target, reached, newest_commit, wal)
+
+
+def _fetch(job: RestoreJob) -> Prefetched | None:
+    """The base backup (and tablespaces) extracted while the WAL is prefetched beside it;
+    None when the backup carries its own WAL."""
+    request, manifest, sandbox = job.request, job.manifest, job.sandbox
+    owner = job.runner.postgres_identity()
+    with concurrent.futures.ThreadPoolExecutor(1) as background:
         pending = None
         if not manifest.wal_included:
             pending = background.submit(
                 prefetch,
                 request.target.name,
-                repos,
+                job.repos,
                 manifest,
                 sandbox.work_dir / "wal",
                 owner,
@@ -64,7 +82,7 @@ def run_physical(job: RestoreJob) -> None:
         base = next(f for f in manifest.files if f.role == "base")
         try:
             basefiles.extract_file(job, base, sandbox.data_dir)
-            record.bytes_restored = base.size + basefiles.restore_tablespaces(job)
+            job.findings.bytes_restored = base.size + basefiles.restore_tablespaces(job)
         finally:
             if pending is not None and not pending.done():
                 with contextlib.suppress(Exception):
@@ -75,130 +93,129 @@ def run_physical(job: RestoreJob) -> None:
             if manifest.tablespaces:
                 basefiles.chown_tree(basefiles.tablespace_root(sandbox), owner.uid, owner.gid)
         wal: Prefetched | None = pending.result() if pending is not None else None
-        if wal is not None:
-            record.bytes_restored += wal.bytes
-    verify_result = _verifybackup(sandbox, wal is None)
-    # the links into the sandbox are in place; the backup's map names production's paths
-    (sandbox.data_dir / "tablespace_map").unlink(missing_ok=True)
-    # the restored cluster's bootstrap superuser (trust on the private socket)
-    sandbox.user = manifest.superuser or "postgres"
-    target, newest_commit = _target(request, manifest, sandbox, wal)
-    record.pitr = {
-        "requested": request.pitr or "latest",
-        "mode": target.mode,
-        "target_time": target.time.isoformat() if target.time else None,
-        "settings": target.settings,
-    }
-    with timer.measure("recovery"):
-        waldir = str(wal.directory) if wal else str(sandbox.work_dir / "wal")
-        os.makedirs(waldir, exist_ok=True)
-        restore_command = local_restore_command(waldir)
-        preload = _preload(sandbox)
-        sandbox.configure(
-            fast=True,
-            preload=preload,
-            recovery=sandboxconf.Recovery(restore_command, target.settings),
-        )
-        segments = len(wal.segments) if wal else 0
-        progress.start("WAL replay", segments * manifest.wal_segment_size or None)
-        shown = 0
+    if wal is not None:
+        job.findings.bytes_restored += wal.bytes
+    return wal
 
-        def follow() -> None:  # replay progress: the segments the server has restored so far
-            nonlocal shown
-            restored = sandbox.server_log().count("restored log file")
-            if restored > shown:
-                progress.advance((restored - shown) * manifest.wal_segment_size)
-                shown = restored
 
-        try:
-            sandbox.start(timeout=request.settings.timeout_seconds, on_wait=follow)
-            progress.done()
-        except SandboxError as exc:
-            created = pitr.tablespace_created(str(exc))
-            if created is not None:
-                raise SandboxError(_tablespace_created(created)) from None
-            reached = pitr.read_log(str(exc))
-            if reached.target_missed:
-                raise RestoreFailed(
-                    f"the archived WAL ends before the PITR target ({target.describe()}); "
-                    f"replay reached {reached.lsn or 'an earlier point'}"
-                ) from None
-            raise
-    reached = pitr.read_log(sandbox.server_log())
-    record.pitr.update(
+def _recover(job: RestoreJob, target: pitr.Target, wal: Prefetched | None) -> None:
+    """Recovery to the target with a local-only restore_command; a target the archive does
+    not reach fails the test, a tablespace created after the backup is an error."""
+    sandbox, manifest, progress = job.sandbox, job.manifest, job.progress
+    waldir = str(wal.directory) if wal else str(sandbox.work_dir / "wal")
+    os.makedirs(waldir, exist_ok=True)
+    sandbox.configure(
+        fast=True,
+        preload=_preload(sandbox),
+        recovery=sandboxconf.Recovery(local_restore_command(waldir), target.settings),
+    )
+    segments = len(wal.segments) if wal else 0
+    progress.start("WAL replay", segments * manifest.wal_segment_size or None)
+    shown = 0
+
+    def follow() -> None:  # replay progress: the segments the server has restored so far
+        nonlocal shown
+        restored = sandbox.server_log().count("restored log file")
+        if restored > shown:
+            progress.advance((restored - shown) * manifest.wal_segment_size)
+            shown = restored
+
+    try:
+        sandbox.start(timeout=job.request.settings.timeout_seconds, on_wait=follow)
+        progress.done()
+    except SandboxError as exc:
+        created = pitr.tablespace_created(str(exc))
+        if created is not None:
+            raise SandboxError(_tablespace_created(created)) from None
+        reached = pitr.read_log(str(exc))
+        if reached.target_missed:
+            raise RestoreFailed(
+                f"the archived WAL ends before the PITR target ({target.describe()}); "
+                f"replay reached {reached.lsn or 'an earlier point'}"
+            ) from None
+        raise
+
+
+def _record_reached(
+    job: RestoreJob, reached: pitr.Reached, newest_commit: dt.datetime | None
+) -> None:
+    """Where replay stopped, and the RPO: what a failure at the test's start would have
+    lost, i.e. the age of the newest state the archive can give back (not of the point
+    this test chose to stop at): the newest archived commit, or the backup's end when
+    nothing committed after it."""
+    recoverable = max(
+        t for t in (reached.last_transaction, newest_commit, job.manifest.finished) if t is not None
+    )
+    assert job.findings.pitr is not None
+    job.findings.pitr = dataclasses.replace(
+        job.findings.pitr,
         reached_lsn=reached.lsn,
         reached_time=reached.last_transaction.isoformat() if reached.last_transaction else None,
         stop_reason=reached.stop_reason,
+        newest_recoverable=recoverable.isoformat(),
     )
-    # RPO: what a failure at the test's start would have lost, i.e. the age of the newest
-    # state the archive can give back (not of the point this test chose to stop at): the
-    # newest archived commit, or the backup's end when nothing committed after it.
-    recoverable = max(
-        t for t in (reached.last_transaction, newest_commit, manifest.finished) if t is not None
-    )
-    record.pitr["newest_recoverable"] = recoverable.isoformat()
-    started = catalog.parse_utc(record.started_at)
-    record.rpo_seconds = round(max(0.0, (started - recoverable).total_seconds()), 3)
-    dbs = _databases(sandbox)
-    _require_extensions(sandbox, dbs)
-    hb = request.target.heartbeat
-    with timer.measure("checks"):
-        results: list[CheckResult] = [verify_result, _replay_check(reached, target, wal, manifest)]
-        if hb.enabled:
-            hb_db = hb.database or _conn_db(request)
-            results.append(
-                checks.guarded(
-                    "heartbeat",
-                    functools.partial(
-                        _heartbeat,
-                        job,
-                        hb_db if hb_db in dbs else "postgres",
-                        heartbeat.window(
-                            target.time,
-                            reached.last_transaction,
-                            newest_commit,
-                            manifest.started,
-                            manifest.finished,
-                            hb.every_seconds + request.settings.heartbeat_slack_seconds,
-                        ),
-                        wal,
-                        reached,
-                    ),
-                )
-            )
-        # amcheck and the full read touch different things: run them side by side
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            parallel = [
-                pool.submit(amcheck_check, request, sandbox),
-                pool.submit(
-                    checks.guarded,
-                    "readable",
-                    functools.partial(
-                        checks.readable,
-                        sandbox,
-                        dbs,
-                        manifest.data_checksums,
-                        request.settings.timeout_seconds,
-                    ),
-                ),
-            ]
-            results += [f.result() for f in parallel]
-        conn_db = _conn_db(request)
+    job.findings.rpo_seconds = round(max(0.0, (job.started - recoverable).total_seconds()), 3)
 
-        results += custom_checks(request, sandbox, conn_db if conn_db in dbs else "postgres")
-        sandbox.stop("fast")
+
+def _checks(
+    job: RestoreJob,
+    dbs: list[str],
+    target: pitr.Target,
+    reached: pitr.Reached,
+    newest_commit: dt.datetime | None,
+    wal: Prefetched | None,
+) -> list[CheckResult]:
+    """The checks on the recovered cluster: heartbeat proof, amcheck beside the full read,
+    custom checks; then pg_checksums on the stopped cluster."""
+    request, sandbox, manifest = job.request, job.sandbox, job.manifest
+    results: list[CheckResult] = []
+    hb = request.target.heartbeat
+    if hb.enabled:
+        hb_db = hb.database or request.conninfo_db
+        win = heartbeat.window(
+            target.time,
+            reached.last_transaction,
+            newest_commit,
+            manifest.started,
+            manifest.finished,
+            hb.every_seconds + request.settings.heartbeat_slack_seconds,
+        )
         results.append(
             checks.guarded(
-                "checksums",
+                "heartbeat",
                 functools.partial(
-                    checks.checksums,
-                    sandbox,
-                    manifest.data_checksums,
-                    request.settings.timeout_seconds,
+                    _heartbeat, job, hb_db if hb_db in dbs else "postgres", win, wal, reached
                 ),
             )
         )
-    record.checks = results
+    # amcheck and the full read touch different things: run them side by side
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        parallel = [
+            pool.submit(amcheck_check, request, sandbox),
+            pool.submit(
+                checks.guarded,
+                "readable",
+                functools.partial(
+                    checks.readable,
+                    sandbox,
+                    dbs,
+                    manifest.data_checksums,
+                    request.settings.timeout_seconds,
+                ),
+            ),
+        ]
+        results += [f.result() for f in parallel]
+    results += custom_checks(request, sandbox, dbs)
+    sandbox.stop("fast")
+    results.append(
+        checks.guarded(
+            "checksums",
+            functools.partial(
+                checks.checksums, sandbox, manifest.data_checksums, request.settings.timeout_seconds
+            ),
+        )
+    )
+    return results
 
 
 def _tablespace_created(created: pitr.TablespaceCreated) -> str:
@@ -391,9 +408,3 @@ def _require_extensions(sandbox: Sandbox, dbs: list[str]) -> None:
             f"databases use: {named}; install them where the sandbox runs (or use an image "
             f"that has them)"
         )
-
-
-def _conn_db(request: VerifyRequest) -> str:
-    from verifier.run import _conninfo_db
-
-    return _conninfo_db(request.target)

@@ -7,8 +7,8 @@ import random
 import re
 from dataclasses import dataclass
 
-from backups import walnames
-from verifier.errors import TargetError
+from pgproof.backups import walnames
+from pgproof.verifier.errors import TargetError
 
 _REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")
 _LAST_TX = re.compile(

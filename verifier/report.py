@@ -19,10 +19,10 @@ from typing import Any
 
 import jinja2
 
-from backups import catalog, health
-from backups.settings import TargetSettings
-from backups.storage.base import Repository
-from verifier import chain, records, svgcharts
+from pgproof.backups import catalog, health
+from pgproof.backups.settings import TargetSettings
+from pgproof.backups.storage.base import Repository
+from pgproof.verifier import chain, records, svgcharts
 
 REPORT_FORMAT = 1
 HTML_LIMIT = 500  # restore tests listed per target in the HTML (the JSON has them all)
@@ -54,15 +54,40 @@ def _records(copies: chain.Copies) -> list[dict[str, Any]]:
             if rec.id in found:
                 found[rec.id]["repositories"].append(repo)
                 continue
-            data = dict(rec.data) if isinstance(rec.data, dict) else {}
-            if "verdict" not in data:
-                data = {"id": rec.id, "verdict": "error", "cause": "unreadable record"}
-            data.setdefault("id", rec.id)
-            data = records.with_defaults(data)
+            if rec.record is not None:
+                data = rec.record.to_dict()
+            else:
+                data = _unreadable(rec)
             data["sha256"] = rec.sha256
             data["repositories"] = [repo]
             found[rec.id] = data
     return sorted(found.values(), key=lambda d: str(d.get("id")))
+
+
+def _unreadable(rec: chain.ChainRecord) -> dict[str, Any]:
+    """A record that does not read, shown as what it is (the chain check names it too)."""
+    return {
+        "id": rec.id,
+        "target": "",
+        "backup_id": "",
+        "kind": "",
+        "started_at": "",
+        "finished_at": "",
+        "verdict": "error",
+        "cause": f"unreadable record: {rec.problem}",
+        "pitr": {},
+        "checks": [],
+        "phases": {},
+        "rpo_seconds": None,
+        "bytes_restored": 0,
+        "pg_version": "",
+        "sandbox": "",
+        "sandbox_image": "",
+        "pgproof_version": "",
+        "backup": {},
+        "prev_sha256": None,
+        "format": records.RECORD_FORMAT,
+    }
 
 
 def _window(target: TargetInput, now: dt.datetime) -> dict[str, Any]:

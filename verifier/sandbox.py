@@ -27,12 +27,12 @@ from typing import Any
 
 import psycopg
 
-from backups.errors import CommandError
-from backups.pgbin import PgBinaries
-from backups.runner import CommandResult, Runner
-from backups.source import text_safe
-from verifier import sandboxconf
-from verifier.errors import SandboxError
+from pgproof.backups.errors import CommandError
+from pgproof.backups.pgbin import PgBinaries
+from pgproof.backups.runner import CommandResult, Runner
+from pgproof.backups.source import text_safe
+from pgproof.verifier import sandboxconf
+from pgproof.verifier.errors import SandboxError
 
 OWNER_FILE = "owner.json"
 PREFIX = "pgproof-sandbox-"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifier.containersettings import ContainerSettings
+from pgproof.verifier.containersettings import ContainerSettings
 
 DEFAULT_SANDBOX_USER = "pgproof-sandbox"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from backups import compression
-from backups.errors import CommandError
-from verifier.sandbox import Sandbox
+from pgproof.backups import compression
+from pgproof.backups.errors import CommandError
+from pgproof.verifier.sandbox import Sandbox
 
 
 def dump_segment(

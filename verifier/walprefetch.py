@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from backups import catalog, walarchive, walnames
-from backups.errors import BackupError
-from backups.progress import Progress
-from backups.runner import RunAs
-from backups.storage.base import Repository
-from verifier.errors import RestoreFailed
+from pgproof.backups import catalog, walarchive, walnames
+from pgproof.backups.errors import BackupError
+from pgproof.backups.progress import Progress
+from pgproof.backups.runner import RunAs
+from pgproof.backups.storage.base import Repository
+from pgproof.verifier.errors import RestoreFailed
 
 
 @dataclass(frozen=True)

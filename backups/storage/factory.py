@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator, Sequence
 
-from backups.errors import StorageError
-from backups.settings import FilesystemRepoSettings, RepoSettings
-from backups.storage.base import Repository
-from backups.storage.filesystem import FilesystemRepository
+from pgproof.backups.errors import StorageError
+from pgproof.backups.settings import FilesystemRepoSettings, RepoSettings
+from pgproof.backups.storage.base import Repository
+from pgproof.backups.storage.filesystem import FilesystemRepository
 
 
 def open_repository(settings: RepoSettings, quick: bool = False) -> Repository:
@@ -29,10 +31,33 @@ def open_repository(settings: RepoSettings, quick: bool = False) -> Repository:
             missing = env_key if not key else env_secret
             raise StorageError(settings.name, f"environment variable {missing} is not set")
         options = dataclasses.replace(options, access_key_id=key, secret_access_key=secret)
-    from backups.storage.s3 import S3Repository
+    from pgproof.backups.storage.s3 import S3Repository
 
     return S3Repository(settings.name, options)
 
 
-def open_all(settings: tuple[RepoSettings, ...], quick: bool = False) -> list[Repository]:
-    return [open_repository(s, quick) for s in settings]
+def open_all(settings: Sequence[RepoSettings], quick: bool = False) -> list[Repository]:
+    """Every repository opened, or none: those already opened are closed when one fails."""
+    repos: list[Repository] = []
+    try:
+        for s in settings:
+            repos.append(open_repository(s, quick))
+    except BaseException:
+        close_all(repos)
+        raise
+    return repos
+
+
+def close_all(repos: Sequence[Repository]) -> None:
+    for repo in repos:
+        repo.close()
+
+
+@contextlib.contextmanager
+def opened(settings: Sequence[RepoSettings], quick: bool = False) -> Iterator[list[Repository]]:
+    """The repositories, closed when the block ends however it ends."""
+    repos = open_all(settings, quick)
+    try:
+        yield repos
+    finally:
+        close_all(repos)

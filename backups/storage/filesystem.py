@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from backups.errors import ObjectNotFound, StorageError
-from backups.storage.base import (
+from pgproof.backups.errors import ObjectNotFound, StorageError
+from pgproof.backups.storage.base import (
     CHUNK_SIZE,
     HashingCounter,
     ObjectInfo,

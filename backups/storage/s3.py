@@ -22,15 +22,15 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from backups.errors import IntegrityError, ObjectNotFound, StorageError
-from backups.storage.base import (
+from pgproof.backups.errors import IntegrityError, ObjectNotFound, StorageError
+from pgproof.backups.storage.base import (
     CHUNK_SIZE,
     HashingCounter,
     ObjectInfo,
     Repository,
     StoredObject,
 )
-from backups.storage.s3options import MIN_PART_SIZE, S3Options
+from pgproof.backups.storage.s3options import MIN_PART_SIZE, S3Options
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client

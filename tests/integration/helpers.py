@@ -7,11 +7,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from backups import catalog
-from backups.storage.base import Repository
-from backups.storage.filesystem import FilesystemRepository
-from backups.storage.s3 import S3Repository
-from backups.storage.s3options import S3Options
+from pgproof.backups import catalog
+from pgproof.backups.storage.base import Repository
+from pgproof.backups.storage.filesystem import FilesystemRepository
+from pgproof.backups.storage.s3 import S3Repository
+from pgproof.backups.storage.s3options import S3Options
 from tests.support.fixtures import PGPROOF, Setup
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from backups import catalog
+from pgproof.backups import catalog
 from tests.integration.helpers import all_keys, complete_ids, load_json, repos_of, seed
 from tests.support.fixtures import Setup
 

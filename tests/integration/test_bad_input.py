@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from backups import catalog, walarchive, walnames
-from backups.lock import target_lock
-from backups.storage.filesystem import FilesystemRepository
+from pgproof.backups import catalog, walarchive, walnames
+from pgproof.backups.lock import target_lock
+from pgproof.backups.storage.filesystem import FilesystemRepository
 from tests.integration.helpers import all_keys, complete_ids, load_json, repos_of
 from tests.support.faultproxy import FaultProxy, is_put
 from tests.support.fixtures import PGPROOF, Setup, s3_env, small_tmpfs

@@ -26,16 +26,16 @@ from typing import Any
 
 import pytest
 
-from backups import catalog, compression
-from backups.runner import Runner
+from pgproof.backups import catalog, compression
+from pgproof.backups.runner import Runner
+from pgproof.verifier.container import ContainerSandbox
+from pgproof.verifier.containersettings import ContainerSettings
+from pgproof.verifier.errors import SandboxError
 from tests.integration.helpers import backup_under_heartbeat, load_json, repos_of, seed
 from tests.support.engine import BROKEN_IMAGE, Engine
 from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup, s3_env
 from tests.support.pgcluster import available_majors, private_dir
 from tests.support.serve import serve, wait_for
-from verifier.container import ContainerSandbox
-from verifier.containersettings import ContainerSettings
-from verifier.errors import SandboxError
 
 pytestmark = pytest.mark.integration
 

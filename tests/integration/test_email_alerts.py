@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from alerts.conditions import Alert
-from alerts.errors import DeliveryError
-from alerts.notifier import Notifier, NotifierSettings
-from alerts.render import Rendered
-from alerts.smtp import SmtpSettings, build_message, send
+from pgproof.alerts.conditions import Alert
+from pgproof.alerts.errors import DeliveryError
+from pgproof.alerts.notifier import Notifier, NotifierSettings
+from pgproof.alerts.render import Rendered
+from pgproof.alerts.smtp import SmtpSettings, build_message, send
 from tests.support.monitoring import SmtpServer, smtp_server
 from tests.support.ports import free_port
 

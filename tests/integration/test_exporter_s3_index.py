@@ -7,11 +7,11 @@ import secrets
 
 import pytest
 
-from backups import walnames
-from backups.layout import wal_prefix
-from backups.storage.s3 import S3Repository
-from backups.storage.s3options import S3Options
-from exporters.index import RELIST_OVERLAP, RepoIndex
+from pgproof.backups import walnames
+from pgproof.backups.layout import wal_prefix
+from pgproof.backups.storage.s3 import S3Repository
+from pgproof.backups.storage.s3options import S3Options
+from pgproof.exporters.index import RELIST_OVERLAP, RepoIndex
 from tests.support import synthetic
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 from tests.support.synthetic import Writer

@@ -14,8 +14,8 @@ import bcrypt
 import pytest
 import yaml
 
-from exporters import webconfig
-from exporters.errors import WebConfigError
+from pgproof.exporters import webconfig
+from pgproof.exporters.errors import WebConfigError
 from tests.support.fixtures import PGPROOF
 from tests.support.monitoring import self_signed
 from tests.support.ports import free_port

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter
 
-from exporters.http import HttpEndpoint, Response
-from exporters.scrape import metrics_handler
-from exporters.settings import HttpLimits
+from pgproof.exporters.http import HttpEndpoint, Response
+from pgproof.exporters.scrape import metrics_handler
+from pgproof.exporters.settings import HttpLimits
 from tests.support.monitoring import self_signed
 
 pytestmark = pytest.mark.integration

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from backups.runner import Runner
+from pgproof.backups.runner import Runner
+from pgproof.verifier import isolation
+from pgproof.verifier.errors import SandboxUserError
 from tests.integration.helpers import load_json, repos_of
 from tests.support.fixtures import Setup
 from tests.support.inotify import Watch
 from tests.support.pgcluster import private_dir
-from verifier import isolation
-from verifier.errors import SandboxUserError
 
 pytestmark = pytest.mark.integration
 

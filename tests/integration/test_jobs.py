@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from backups import catalog
+from pgproof.backups import catalog
 from tests.integration.helpers import all_keys, complete_ids, load_json, repos_of, seed
 from tests.support.fixtures import PGPROOF, Setup
 from tests.support.pgcluster import private_dir

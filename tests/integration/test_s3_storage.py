@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from backups.errors import ObjectNotFound, StorageError
-from backups.storage.s3 import S3Repository
-from backups.storage.s3options import S3Options
+from pgproof.backups.errors import ObjectNotFound, StorageError
+from pgproof.backups.storage.s3 import S3Repository
+from pgproof.backups.storage.s3options import S3Options
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
 pytestmark = pytest.mark.integration

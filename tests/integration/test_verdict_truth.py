@@ -17,10 +17,14 @@ import psycopg
 import pytest
 from psycopg import conninfo as pg_conninfo
 
-from backups import catalog, pgbin
-from backups.runner import CommandResult, Runner
-from backups.storage.factory import open_all
 from pgproof import config as pgconfig
+from pgproof.backups import catalog, pgbin
+from pgproof.backups.runner import CommandResult, Runner
+from pgproof.backups.storage.factory import open_all
+from pgproof.verifier import job, run
+from pgproof.verifier.isolation import DEFAULT_SANDBOX_USER
+from pgproof.verifier.records import ResultRecord
+from pgproof.verifier.sandbox import ProcessSandbox
 from tests.integration.helpers import (
     backup_under_heartbeat,
     heartbeat_running,
@@ -29,10 +33,6 @@ from tests.integration.helpers import (
 )
 from tests.support.fixtures import Setup, destroy_setup, make_setup
 from tests.support.pgcluster import available_majors
-from verifier import run
-from verifier.isolation import DEFAULT_SANDBOX_USER
-from verifier.records import ResultRecord
-from verifier.sandbox import ProcessSandbox
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def verify_with(
     ``sandbox`` (a ProcessSandbox subclass) is the sandbox."""
     cfg = pgconfig.load(str(setup.config_path))
     target = cfg.targets[0]
-    request = run.VerifyRequest(
+    request = job.VerifyRequest(
         target=target.settings,
         kind=kind,  # type: ignore[arg-type]
         pitr=pitr,

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from backups import catalog, compression, pgbin
-from backups.runner import Runner
+from pgproof.backups import catalog, compression, pgbin
+from pgproof.backups.runner import Runner
+from pgproof.verifier.errors import SandboxError
+from pgproof.verifier.sandbox import ProcessSandbox
 from tests.integration.helpers import load_json, repos_of, seed
 from tests.support.fixtures import PGPROOF, Setup, s3_env, small_tmpfs
 from tests.support.pgcluster import make_cluster, private_dir
 from tests.support.ports import free_port
-from verifier.errors import SandboxError
-from verifier.sandbox import ProcessSandbox
 
 pytestmark = pytest.mark.integration
 

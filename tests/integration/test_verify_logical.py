@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from backups import catalog
+from pgproof.backups import catalog
 from tests.integration.helpers import load_json, repos_of, seed
 from tests.support.fixtures import Setup
 

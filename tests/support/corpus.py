@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from backups.runner import Runner
+from pgproof.backups.runner import Runner
 from tests.support.pgcluster import Cluster, private_dir
 
 RICH_SCHEMA = Path(__file__).resolve().parents[1] / "corpus" / "rich_schema.sql"

@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 
-from backups import pgbin
-from backups.runner import Runner
+from pgproof.backups import pgbin
+from pgproof.backups.runner import Runner
 
 
 def private_dir(prefix: str) -> Path:

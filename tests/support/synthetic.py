@@ -8,17 +8,17 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from backups import catalog, walnames
-from backups.jobstatus import JobStatus
-from backups.layout import backup_prefix, job_status_key, results_prefix, wal_prefix
-from backups.storage.base import Repository
+from pgproof.backups import catalog, kinds, walnames
+from pgproof.backups.jobstatus import JobStatus
+from pgproof.backups.layout import backup_prefix, job_status_key, results_prefix, wal_prefix
+from pgproof.backups.storage.base import Repository
 
 BASE = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SEG = walnames.DEFAULT_SEGMENT_SIZE
 
 
 def manifest(
-    target: str, n: int, kind: catalog.Kind, start_segno: int = 1, size: int = 1000
+    target: str, n: int, kind: kinds.Kind, start_segno: int = 1, size: int = 1000
 ) -> catalog.Manifest:
     started = BASE + dt.timedelta(hours=n)
     finished = started + dt.timedelta(minutes=5)
@@ -113,7 +113,7 @@ def fill(
     record for every ``records_every``-th backup."""
     made = []
     for n in range(backups):
-        kind: catalog.Kind = "physical" if n % 2 else "logical"
+        kind: kinds.Kind = "physical" if n % 2 else "logical"
         m = manifest(target, n, kind, start_segno=1 + (n * wal_segments) // max(1, backups))
         writer.manifest(m)
         made.append(m)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporters.scrape import usable_accept
+from pgproof.exporters.scrape import usable_accept
 
 OM = "application/openmetrics-text"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from alerts.conditions import Thresholds, evaluate
-from backups.jobstatus import JobStatus
-from exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
-from exporters.status import ArchiverStatus, summarize
+from pgproof.alerts.conditions import Thresholds, evaluate
+from pgproof.backups.jobstatus import JobStatus
+from pgproof.exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
+from pgproof.exporters.status import ArchiverStatus, summarize
 
 NOW = 2_000_000_000.0
 TH = Thresholds({"main": 26 * 3600}, 26 * 3600, 3 * 86400, 900, 32)

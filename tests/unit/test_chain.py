@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from verifier.chain import ChainRecord, compare_copies, verify_chain
+from pgproof.verifier.chain import ChainRecord, compare_copies, verify_chain
 
 
 def _chain(n: int) -> list[ChainRecord]:

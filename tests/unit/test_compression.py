@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from backups import compression as c
+from pgproof.backups import compression as c
 
 
 def test_stream_round_trip_and_multiple_frames() -> None:

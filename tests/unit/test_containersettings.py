@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from verifier import containersettings
-from verifier.containersettings import ContainerSettings, check_image_template, engine_url
-from verifier.errors import EngineUnavailable
+from pgproof.verifier import containersettings
+from pgproof.verifier.containersettings import ContainerSettings, check_image_template, engine_url
+from pgproof.verifier.errors import EngineUnavailable
 
 
 def test_image_template() -> None:

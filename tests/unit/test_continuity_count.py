@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from backups import walnames
-from backups.walnames import HistoryEntry, check_continuity, count_continuity
+from pgproof.backups import walnames
+from pgproof.backups.walnames import HistoryEntry, check_continuity, count_continuity
 
 SEG = walnames.DEFAULT_SEGMENT_SIZE
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from backups import walnames, walverify
-from backups.errors import StorageError
-from backups.layout import backup_prefix, wal_prefix
-from backups.storage.filesystem import FilesystemRepository
-from exporters.index import RepoIndex
-from exporters.model import TargetView
-from exporters.status import summarize
+from pgproof.backups import walnames, walverify
+from pgproof.backups.errors import StorageError
+from pgproof.backups.layout import backup_prefix, wal_prefix
+from pgproof.backups.storage.filesystem import FilesystemRepository
+from pgproof.exporters.index import RepoIndex
+from pgproof.exporters.model import TargetView
+from pgproof.exporters.status import summarize
 from tests.support import synthetic
 from tests.support.synthetic import Writer
 

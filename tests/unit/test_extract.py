@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from verifier.errors import RestoreFailed
-from verifier.extract import UnsafeMember, extract
+from pgproof.verifier.errors import RestoreFailed
+from pgproof.verifier.extract import UnsafeMember, extract
 
 
 def tar_of(*members: tuple[str, str, bytes | str]) -> bytes:

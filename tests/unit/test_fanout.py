@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from backups.errors import BackupFailed, StorageError
-from backups.fanout import fan_out
-from backups.storage.base import StoredObject
-from backups.storage.filesystem import FilesystemRepository
+from pgproof.backups.errors import BackupFailed, StorageError
+from pgproof.backups.fanout import fan_out
+from pgproof.backups.storage.base import StoredObject
+from pgproof.backups.storage.filesystem import FilesystemRepository
 
 
 class BreaksAfter(FilesystemRepository):

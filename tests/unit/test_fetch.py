@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from backups import catalog
-from backups.errors import StorageError
-from backups.progress import NullProgress
-from backups.storage.filesystem import FilesystemRepository
+from pgproof.backups import catalog
+from pgproof.backups.errors import StorageError
+from pgproof.backups.progress import NullProgress
+from pgproof.backups.storage.filesystem import FilesystemRepository
+from pgproof.verifier.errors import RepositoryUnavailable, RestoreFailed
+from pgproof.verifier.fetch import verified_chunks
 from tests.unit.test_retention import manifest
-from verifier.errors import RepositoryUnavailable, RestoreFailed
-from verifier.fetch import verified_chunks
 
 DATA = b"base backup bytes"
 ENTRY = catalog.BackupFile("base.tar", len(DATA), hashlib.sha256(DATA).hexdigest(), "base")

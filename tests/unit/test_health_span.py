@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backups.health import span
+from pgproof.backups.health import span
 
 
 def test_durations_read_in_their_own_unit() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from verifier import heartbeat
-from verifier.heartbeat import ArchiveBeats, Restored, Window
+from pgproof.verifier import heartbeat
+from pgproof.verifier.heartbeat import ArchiveBeats, Restored, Window
 
 T = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
 REL = (1663, 5, 16390)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from backups.errors import SourceError
-from backups.heartbeat import throttled
+from pgproof.backups.errors import SourceError
+from pgproof.backups.heartbeat import throttled
 
 
 def test_same_error_reported_once_a_minute_with_the_count_new_errors_at_once() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verifier.isolation import LocalCluster, registered_clusters, sharing
+from pgproof.verifier.isolation import LocalCluster, registered_clusters, sharing
 
 
 def test_only_clusters_the_user_owns_outside_sandboxes_are_shared() -> None:

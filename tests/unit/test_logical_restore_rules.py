@@ -3,8 +3,8 @@ globals dump is adapted to a sandbox, and how database properties and roles are 
 
 from __future__ import annotations
 
-from backups.dbprops import DatabaseProperties, RoleInfo, role_differences
-from verifier import logical
+from pgproof.backups.dbprops import DatabaseProperties, RoleInfo, role_differences
+from pgproof.verifier import logical
 
 PG_RESTORE_STDERR = """\
 pg_restore: while PROCESSING TOC:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporters.http import Request
-from exporters.scrape import metrics_handler
+from pgproof.exporters.http import Request
+from pgproof.exporters.scrape import metrics_handler
 
 
 class Slow(Collector):

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from backups import catalog
-from backups.errors import BackupFailed, CatalogError
-from backups.physical import _tablespaces, parse_points, parse_tablespace_map
+from pgproof.backups import catalog
+from pgproof.backups.errors import BackupFailed, CatalogError
+from pgproof.backups.physical import _tablespaces, parse_points, parse_tablespace_map
 
 LABEL = (
     b"START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\n"

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from verifier import pitr
-from verifier.errors import TargetError
+from pgproof.verifier import pitr
+from pgproof.verifier.errors import TargetError
 
 END = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
 

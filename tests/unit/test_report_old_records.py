@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backups.storage.filesystem import FilesystemRepository
+from pgproof.backups.storage.filesystem import FilesystemRepository
+from pgproof.verifier import report
 from tests.support import synthetic
-from verifier import report
 
 
 def test_records_without_newer_fields_render(tmp_path: Path) -> None:

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from backups import catalog, retention
-from backups.settings import RetentionSettings
+from pgproof.backups import catalog, kinds, retention
+from pgproof.backups.settings import RetentionSettings
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 
 
-def manifest(day: int, kind: catalog.Kind = "physical", start_seg: int = 1) -> catalog.Manifest:
+def manifest(day: int, kind: kinds.Kind = "physical", start_seg: int = 1) -> catalog.Manifest:
     finished = NOW - dt.timedelta(days=day)
     return catalog.Manifest(
         id=f"{finished:%Y%m%dT%H%M%SZ}-{kind}",

@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from backups import pgbin
-from backups.errors import BinaryNotFound, CommandError, CommandTimeout
-from backups.redact import MASK, redact
-from backups.runner import Runner
+from pgproof.backups import pgbin
+from pgproof.backups.errors import BinaryNotFound, CommandError, CommandTimeout
+from pgproof.backups.redact import MASK, redact
+from pgproof.backups.runner import Runner
 
 
 def test_captures_output_and_exit_codes() -> None:

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from backups.stagedtar import Throttle, _HolePuncher, follow_archives
+from pgproof.backups.stagedtar import Throttle, _HolePuncher, follow_archives
 
 
 def tar_bytes(*members: tuple[str, bytes]) -> bytes:

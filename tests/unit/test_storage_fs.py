@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from backups.errors import ObjectNotFound, StorageError
-from backups.storage.filesystem import META_SUFFIX, TEMP_PREFIX, FilesystemRepository
+from pgproof.backups.errors import ObjectNotFound, StorageError
+from pgproof.backups.storage.filesystem import META_SUFFIX, TEMP_PREFIX, FilesystemRepository
 
 
 def test_put_is_atomic_and_hashes(tmp_path: Path) -> None:

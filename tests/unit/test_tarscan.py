@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from backups.tarscan import TarError, TarScanner
+from pgproof.backups.tarscan import TarError, TarScanner
 
 
 def make_tar(members: dict[str, bytes], fmt: int = tarfile.USTAR_FORMAT) -> bytes:

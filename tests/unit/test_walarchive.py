@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from backups import walarchive
-from backups.errors import StorageError, WalConflict
-from backups.storage.filesystem import FilesystemRepository
+from pgproof.backups import walarchive
+from pgproof.backups.errors import StorageError, WalConflict
+from pgproof.backups.storage.filesystem import FilesystemRepository
 
 NAME = "000000010000000000000007"
 

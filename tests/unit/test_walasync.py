@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from backups import walarchive, walasync
-from backups.errors import WalError
-from backups.storage.filesystem import FilesystemRepository
+from pgproof.backups import walarchive, walasync
+from pgproof.backups.errors import WalError
+from pgproof.backups.storage.filesystem import FilesystemRepository
 
 
 def pg_wal_with(tmp_path: Path, names: list[str]) -> Path:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from backups import walnames as w
+from pgproof.backups import walnames as w
 
 SEG = w.DEFAULT_SEGMENT_SIZE
 

@@ -6,9 +6,9 @@ import hashlib
 import struct
 from pathlib import Path
 
-from backups import compression, walnames, walverify
-from backups.storage.base import ObjectInfo
-from backups.storage.filesystem import FilesystemRepository
+from pgproof.backups import compression, walnames, walverify
+from pgproof.backups.storage.base import ObjectInfo
+from pgproof.backups.storage.filesystem import FilesystemRepository
 
 SEG = 16 * 1024 * 1024
 SYSID = 7_300_000_000_000_000_001

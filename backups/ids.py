@@ -1,0 +1,31 @@
+"""The grammar of the ids in a repository's keys: backups and restore-test results.
+
+Both sort by time as text (a UTC timestamp first), so a listing in key order is a listing
+in time order; a random suffix keeps two ids of the same second apart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+
+from pgproof.backups.kinds import Kind
+
+_RESULT_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+
+
+def new_backup_id(kind: Kind, now: dt.datetime | None = None) -> str:
+    """``20261124T011502Z-logical-3fa9``."""
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{kind}-{secrets.token_hex(2)}"
+
+
+def new_result_id(now: dt.datetime | None = None) -> str:
+    """``20261124T031502Z-9c01ab``: a restore test's record under ``<target>/results/``."""
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return f"{moment:%Y%m%dT%H%M%S}Z-{secrets.token_hex(3)}"
+
+
+def is_result_id(text: str) -> bool:
+    return _RESULT_ID.match(text) is not None

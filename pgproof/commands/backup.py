@@ -1,0 +1,108 @@
+"""``backup`` and ``retention``: the jobs that write and prune a target's repositories."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from pgproof import __version__
+from pgproof.backups import retention
+from pgproof.backups.errors import BackupError, LockHeld
+from pgproof.backups.lifecycle import run_backup
+from pgproof.backups.lock import target_lock
+from pgproof.backups.runner import Runner
+from pgproof.backups.storage.factory import opened
+from pgproof.config import Config, Target
+from pgproof.output import EXIT_FAILED, EXIT_OK, err, out_json, progress_for
+from pgproof.verifier import records
+
+
+def cmd_backup(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    target = targets[0]
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds: tools stopped, uploads aborted, no manifest
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        with opened(target.settings.repositories) as repos:
+            outcome = run_backup(
+                args.kind,
+                target.settings,
+                repos,
+                Runner(),
+                __version__,
+                progress_for(args),
+                warn=err,
+            )
+    except LockHeld as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    except BackupError as exc:
+        err(f"{args.kind} backup of {target.name} failed: {exc}")
+        if args.json:
+            out_json({"target": target.name, "kind": args.kind, "ok": False, "error": str(exc)})
+        return EXIT_FAILED
+    m = outcome.manifest
+    if args.json:
+        out_json(
+            {
+                "target": target.name,
+                "kind": m.kind,
+                "ok": outcome.ok,
+                "backup_id": m.id,
+                "size_bytes": m.size,
+                "duration_seconds": round(m.duration_seconds, 3),
+                "stored_in": list(outcome.stored_in),
+                "failed": outcome.failed,
+            }
+        )
+    else:
+        print(m.id)
+    for name, why in outcome.failed.items():
+        err(f"repository {name!r} did not receive backup {m.id}: {why}")
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    doc = []
+    status = EXIT_OK
+    for target in targets:
+        try:
+            with (
+                opened(target.settings.repositories) as repos,
+                target_lock(target.settings.lock_dir, target.name, "retention"),
+            ):
+                for repo in repos:
+                    try:
+                        # the newest backup of each kind that passed a restore test stays
+                        tested = records.readable(records.read_all(repo, target.name))
+                        plan = retention.plan(
+                            repo,
+                            target.name,
+                            target.settings.retention,
+                            records.last_passed_backups(tested),
+                        )
+                        if not args.dry_run:
+                            retention.apply(repo, target.name, plan)
+                    except BackupError as exc:
+                        err(f"retention of {target.name} in {repo.name}: {exc}")
+                        status = EXIT_FAILED
+                        continue
+                    doc.append({"target": target.name, "dry_run": args.dry_run, **plan.__dict__})
+        except LockHeld as exc:
+            err(str(exc))
+            status = EXIT_FAILED
+    if args.json:
+        out_json({"retention": doc})
+        return status
+    verb = "would delete" if args.dry_run else "deleted"
+    for row in doc:
+        print(f"{row['target']} / {row['repository']}: keep {len(row['keep'])} backups")
+        for backup_id in row["delete_backups"]:
+            print(f"  {verb} backup {backup_id} ({row['reasons'][backup_id]})")
+        for backup_id in row["delete_incomplete"]:
+            print(f"  {verb} incomplete backup {backup_id}")
+        if row["delete_wal"]:
+            print(f"  {verb} {len(row['delete_wal'])} WAL files before {row['wal_horizon']}")
+    return status
