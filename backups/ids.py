@@ -21,10 +21,16 @@ def new_backup_id(kind: Kind, now: dt.datetime | None = None) -> str:
     return f"{moment:%Y%m%dT%H%M%SZ}-{kind}-{secrets.token_hex(2)}"
 
 
-def new_result_id(now: dt.datetime | None = None) -> str:
-    """``20261124T031502Z-9c01ab``: a restore test's record under ``<target>/results/``."""
+def new_result_id(now: dt.datetime | None = None, after: str | None = None) -> str:
+    """``20261124T031502Z-9c01ab``: a restore test's record under ``<target>/results/``.
+    ``after``: the target's newest record id; the new id sorts after it even within the same
+    second (or when the clock went back), so that key order stays chain order."""
     moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    return f"{moment:%Y%m%dT%H%M%S}Z-{secrets.token_hex(3)}"
+    stamp = f"{moment:%Y%m%dT%H%M%S}Z"
+    if after is not None and is_result_id(after) and after[:16] >= stamp:
+        prev_stamp, prev_suffix = after.split("-")
+        return f"{prev_stamp}-{min(int(prev_suffix, 16) + 1, 0xFFFFFF):06x}"
+    return f"{stamp}-{secrets.token_hex(3)}"
 
 
 def is_result_id(text: str) -> bool:

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import os
 import pwd
-import signal
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO
 
+from pgproof.backups import process
 from pgproof.backups.errors import CommandError, CommandTimeout
 from pgproof.backups.redact import redact
 
@@ -140,14 +140,8 @@ class Runner:
 
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes]) -> None:
-        for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 30.0)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        """The command and everything it started (its own process group)."""
+        process.stop_child(proc, KILL_GRACE_SECONDS, group=True)
 
     # -- one-shot ----------------------------------------------------------------------
     def run(

@@ -11,16 +11,14 @@ recorded), and stop only the former.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 from pgproof.backups.lock import SERVE_PID_ENV, holder_of
 
-__all__ = ["SERVE_PID_ENV", "alive", "bind_to_serve", "child_env", "orphans", "stop_leftovers"]
+__all__ = ["SERVE_PID_ENV", "bind_to_serve", "child_env", "orphans", "stop_leftovers"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -53,21 +51,14 @@ def bind_to_serve() -> None:
         raise SystemExit(1)
 
 
-def alive(pid: int) -> bool:
-    """Running, not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
 def orphans(holders: list[tuple[str, dict[str, object]]]) -> list[tuple[str, int]]:
     """(lock, pid) of lock holders started by a serve that is no longer running."""
+    from pgproof.backups import process  # not on every command's start
+
     found = []
     for lock, holder in holders:
         pid, serve = holder.get("pid"), holder.get("serve")
-        if isinstance(pid, int) and isinstance(serve, int) and not alive(serve):
+        if isinstance(pid, int) and isinstance(serve, int) and not process.alive(serve):
             found.append((lock, pid))
     return found
 
@@ -75,6 +66,8 @@ def orphans(holders: list[tuple[str, dict[str, object]]]) -> list[tuple[str, int
 def stop_leftovers(lock_paths: list[str], grace: float = 10.0) -> list[str]:
     """SIGTERM (then SIGKILL after ``grace``) to every holder of these locks that a dead serve
     started: the jobs and heartbeats of a crashed serve. Returns what was stopped."""
+    from pgproof.backups import process
+
     held: list[tuple[str, dict[str, object]]] = []
     for path in lock_paths:
         holder = holder_of(Path(path))
@@ -82,13 +75,6 @@ def stop_leftovers(lock_paths: list[str], grace: float = 10.0) -> list[str]:
             held.append((path, holder))
     stopped = []
     for lock, pid in orphans(held):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        process.stop_pid(pid, grace)
         stopped.append(f"{lock}: PID {pid}")
     return stopped

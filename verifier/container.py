@@ -1,4 +1,4 @@
-"""Restore tests in throwaway PostgreSQL containers (testcontainers over the Docker API).
+"""Restore tests in throwaway PostgreSQL containers (the Docker API: Docker or podman).
 
 One container per restore test, from the image of the backup's major version (the
 ``image`` template's ``{major}``). Its only own process is a keeper shell; every server-side
@@ -18,7 +18,11 @@ or on the image's PATH, and the server's version must be the backup's major.
   checked outside and handed in through the work directory.
 - Lifetime: labels name the owning host, process and directory; ``destroy`` removes the
   container with its anonymous volumes (the official images declare one), and :func:`reap`
-  removes the containers of an owner that died.
+  removes the containers of an owner that died. No helper container (testcontainers' Ryuk)
+  holds the engine's socket: pgproof removes its own containers.
+- Engine errors: every call to the engine goes through :func:`engine_calls`, the one place
+  where the client's exceptions become ``EngineUnavailable`` (no answer) or the
+  ``SandboxError`` of what the engine refused.
 
 Commands run detached, their output and exit status written to files in the work directory
 (a long pg_verifybackup keeps no API connection open); a command that outlives its timeout
@@ -35,97 +39,27 @@ import shutil
 import socket
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import docker
 import docker.errors
 import psycopg
-import requests.exceptions
 from docker.models.containers import Container
 from docker.types import Ulimit
-from testcontainers.core.container import DockerContainer
 
+from pgproof.backups import process
 from pgproof.backups.errors import CommandError, CommandTimeout
 from pgproof.backups.runner import CommandResult, Runner
-from pgproof.verifier.containersettings import FALLBACK, ContainerSettings, engine_url
+from pgproof.verifier import engine
+from pgproof.verifier.containersettings import ContainerSettings
+from pgproof.verifier.engine import LABEL, LABEL_HOST, LABEL_PID
 from pgproof.verifier.errors import EngineUnavailable, SandboxError
-from pgproof.verifier.sandbox import LocalDirSandbox, _alive
+from pgproof.verifier.sandbox import LocalDirSandbox
 
-LABEL = "org.pgproof.sandbox"  # value: the sandbox directory
-LABEL_HOST = "org.pgproof.host"
-LABEL_PID = "org.pgproof.pid"
 KEEPER = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"
 _VERSION = re.compile(r"\(PostgreSQL\) (\d+)")
-_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
-
-
-class _Keeper(DockerContainer):
-    """testcontainers' container, started without Ryuk (pgproof removes its own containers,
-    by label, and never runs a privileged helper holding the engine's socket) and without an
-    implicit pull (the pull policy is the configuration's)."""
-
-    def start(self) -> Self:
-        client = self.get_docker_client().client
-        self._container = client.containers.create(
-            self.image,
-            command=self._command,
-            name=self._name,
-            volumes={h: {"bind": m["bind"], "mode": m["mode"]} for h, m in self.volumes.items()},
-            **self._kwargs,
-        )
-        self._container.start()
-        return self
-
-
-def _preflight(url: str, timeout: float) -> None:
-    """Is an engine answering at ``url``? Asked on a socket of our own, closed whatever
-    happens (the Docker client leaks the socket of a refused connection) and bounded by
-    ``timeout`` (an engine that accepts and never answers is an error, not a hang)."""
-    parsed = urllib.parse.urlparse(url)
-    address: str | tuple[str, int]
-    if parsed.scheme == "unix":
-        family, address, speak_http = socket.AF_UNIX, parsed.path, True
-    elif parsed.scheme in ("tcp", "http", "https") and parsed.hostname:
-        tls = parsed.scheme == "https" or bool(os.environ.get("DOCKER_TLS_VERIFY"))
-        port = parsed.port or (2376 if tls else 2375)
-        family, address, speak_http = socket.AF_INET, (parsed.hostname, port), not tls
-        if ":" in parsed.hostname:
-            family = socket.AF_INET6
-    else:  # ssh://, npipe://: left to the client
-        return
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(address)
-        if speak_http:
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            if not sock.recv(64).startswith(b"HTTP/"):
-                raise OSError("the socket does not speak HTTP")
-
-
-def _client_kw(settings: ContainerSettings) -> dict[str, Any]:
-    url = engine_url(settings, os.environ)
-    try:
-        _preflight(url, settings.api_timeout)
-    except OSError as exc:
-        raise _engine_error(settings, exc) from None
-    return {
-        "environment": {**os.environ, "DOCKER_HOST": url},
-        "timeout": max(1, round(settings.api_timeout)),
-    }
-
-
-def _engine_error(settings: ContainerSettings, exc: BaseException) -> EngineUnavailable:
-    url = settings.engine or os.environ.get("DOCKER_HOST") or "the default socket"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        detail = f"no answer within {settings.api_timeout:g} s"
-    else:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return EngineUnavailable(
-        f"the container engine at {url} does not answer ({detail[:300]}); {FALLBACK}"
-    )
 
 
 class ContainerSandbox(LocalDirSandbox):
@@ -147,9 +81,11 @@ class ContainerSandbox(LocalDirSandbox):
         self._server_rc: Path | None = None
         self._exec_lock = threading.Lock()
         self._serial = 0
-        self._keeper: _Keeper | None = None
+        self._client: docker.DockerClient | None = None
+        self._keeper: Container | None = None  # the container (its keeper shell runs)
         try:
-            self._keeper = self._create()
+            self._client = engine.make_client(settings)
+            self._keeper = self._create(self._client)
             self.bindir, self.libdir, self.has_zstd = self._probe(major)
         except BaseException:
             self.destroy()
@@ -160,7 +96,7 @@ class ContainerSandbox(LocalDirSandbox):
         ident = self.runner.postgres_identity()
         return (ident.uid, ident.gid) if ident is not None else (os.getuid(), os.getgid())
 
-    def _create(self) -> _Keeper:
+    def _create(self, client: docker.DockerClient) -> Container:
         uid, gid = self._identity()
         etc = self.base / "etc"
         etc.mkdir(mode=0o755)
@@ -169,73 +105,52 @@ class ContainerSandbox(LocalDirSandbox):
             f"{self.work_dir}:/bin/sh\n"
         )
         (etc / "group").write_text(f"root:x:0:\npostgres:x:{gid}:\n")
-        try:
-            keeper = _Keeper(self.image, docker_client_kw=_client_kw(self.settings))
-        except _ENGINE_ERRORS as exc:
-            raise _engine_error(self.settings, exc) from None
-        self._keeper = keeper
-        client = keeper.get_docker_client().client
-        self._ensure_image(client)
+        engine.ensure_image(client, self.settings, self.image)
         s = self.settings
-        keeper.with_command(["/bin/sh", "-c", KEEPER])
-        keeper.with_volume_mapping(str(self.base), str(self.base), "rw")
-        keeper.with_volume_mapping(str(etc / "passwd"), "/etc/passwd", "ro")
-        keeper.with_volume_mapping(str(etc / "group"), "/etc/group", "ro")
-        keeper.with_name(self.base.name)
-        keeper.with_kwargs(
-            user=f"{uid}:{gid}",
-            network_mode="none",
-            labels={
-                LABEL: str(self.base),
-                LABEL_HOST: socket.gethostname(),
-                LABEL_PID: str(os.getpid()),
-            },
-            read_only=True,
-            tmpfs={"/tmp": "rw,size=64m,mode=1777"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            mem_limit=f"{s.memory_mb}m",
-            memswap_limit=f"{s.memory_mb}m",
-            shm_size=f"{max(64, s.memory_mb // 4)}m",
-            nano_cpus=round(s.cpus * 1e9),
-            pids_limit=s.pids,
-            ulimits=[
-                Ulimit(name="nofile", soft=s.nofile, hard=s.nofile),
-                Ulimit(name="nproc", soft=s.nproc, hard=s.nproc),
-            ],
-            working_dir=str(self.work_dir),
-        )
-        try:
-            keeper.start()
-        except _ENGINE_ERRORS as exc:
-            raise SandboxError(
-                f"the container engine could not start image {self.image}: "
-                f"{_explain(exc)}{self._logs_note()}"
-            ) from None
-        self._settle()
-        return keeper
-
-    def _ensure_image(self, client: docker.DockerClient) -> None:
-        try:
-            client.images.get(self.image)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        except _ENGINE_ERRORS as exc:
-            raise _engine_error(self.settings, exc) from None
-        if self.settings.pull == "never":
-            raise SandboxError(
-                f"image {self.image} is not in the container engine and "
-                "verifier.container.pull is never: pull or build it first, or set "
-                "verifier.image (or the target's image) to one that exists"
+        with engine.engine_calls(s):
+            container = client.containers.create(
+                self.image,
+                command=["/bin/sh", "-c", KEEPER],
+                name=self.base.name,
+                volumes={
+                    str(self.base): {"bind": str(self.base), "mode": "rw"},
+                    str(etc / "passwd"): {"bind": "/etc/passwd", "mode": "ro"},
+                    str(etc / "group"): {"bind": "/etc/group", "mode": "ro"},
+                },
+                user=f"{uid}:{gid}",
+                network_mode="none",
+                labels={
+                    LABEL: str(self.base),
+                    LABEL_HOST: socket.gethostname(),
+                    LABEL_PID: str(os.getpid()),
+                },
+                read_only=True,
+                tmpfs={"/tmp": "rw,size=64m,mode=1777"},
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                mem_limit=f"{s.memory_mb}m",
+                memswap_limit=f"{s.memory_mb}m",
+                shm_size=f"{max(64, s.memory_mb // 4)}m",
+                nano_cpus=round(s.cpus * 1e9),
+                pids_limit=s.pids,
+                ulimits=[
+                    Ulimit(name="nofile", soft=s.nofile, hard=s.nofile),
+                    Ulimit(name="nproc", soft=s.nproc, hard=s.nproc),
+                ],
+                working_dir=str(self.work_dir),
             )
-        try:
-            client.images.pull(self.image)
-        except _ENGINE_ERRORS as exc:
-            raise SandboxError(
-                f"image {self.image} is not in the container engine and could not be pulled: "
-                f"{_explain(exc)}"
-            ) from None
+        self._keeper = container  # removed by destroy() whatever happens next
+
+        def not_started(exc: docker.errors.APIError) -> SandboxError:
+            return SandboxError(
+                f"the container engine could not start image {self.image}: "
+                f"{engine.explain(exc)}{self._logs_note()}"
+            )
+
+        with engine.engine_calls(s, not_started):
+            container.start()
+        self._settle()
+        return container
 
     def _settle(self) -> None:
         """A container whose keeper dies at once cannot run anything: say why (its log)."""
@@ -252,32 +167,34 @@ class ContainerSandbox(LocalDirSandbox):
     def _container(self) -> Container:
         if self._keeper is None:
             raise SandboxError("the sandbox container is gone")
-        return self._keeper.get_wrapped_container()
+        return self._keeper
 
     def _api(self) -> docker.APIClient:
-        if self._keeper is None:
+        if self._client is None:
             raise SandboxError("the sandbox container is gone")
-        return self._keeper.get_docker_client().client.api
+        return self._client.api
 
     def _state(self) -> dict[str, Any] | None:
         """The container's state, None when it no longer exists."""
         try:
             container = self._container()
-            container.reload()
-            return dict(container.attrs.get("State") or {})
-        except (docker.errors.NotFound, SandboxError):
+        except SandboxError:
             return None
-        except _ENGINE_ERRORS as exc:
-            raise _engine_error(self.settings, exc) from None
+        with engine.engine_calls(self.settings):
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                return None
+            return dict(container.attrs.get("State") or {})
 
     def _logs_note(self, size: int = 2000) -> str:
+        """The container's own output, for an error message (empty when it cannot be had)."""
         try:
-            if self._keeper is None or self._keeper._container is None:
-                return ""
-            out, err = self._keeper.get_logs()
-        except _ENGINE_ERRORS:
+            with engine.engine_calls(self.settings):
+                raw = self._container().logs(stdout=True, stderr=True)
+        except (SandboxError, EngineUnavailable):
             return ""
-        text = (out + err).decode(errors="replace").strip()
+        text = raw.decode(errors="replace").strip() if isinstance(raw, bytes) else ""
         return f"\ncontainer log (last {size} chars):\n{text[-size:]}" if text else ""
 
     def _gone(self, doing: str) -> SandboxError:
@@ -370,14 +287,10 @@ class ContainerSandbox(LocalDirSandbox):
     def _spawn(self, argv: list[str], doing: str, env: Mapping[str, str] | None = None) -> None:
         """Start ``argv`` in the container, detached (its end is seen through files)."""
         container = self._container()
-        try:
+        with engine.engine_calls(self.settings, lambda exc: self._gone(doing)):
             api = self._api()
             exec_id = api.exec_create(container.id, argv, environment=dict(env or {}))["Id"]
             api.exec_start(exec_id, detach=True)
-        except docker.errors.APIError:
-            raise self._gone(doing) from None
-        except _ENGINE_ERRORS as exc:
-            raise _engine_error(self.settings, exc) from None
 
     def _check_alive(self, checked: float, doing: str) -> float:
         """Once a second, ask the engine whether the container still runs (SandboxError
@@ -436,12 +349,11 @@ class ContainerSandbox(LocalDirSandbox):
         self.running = True
         ping = psycopg.pq.PGconn.ping
         target = self.conninfo().encode()
-        began = time.monotonic()
-        checked = began
-        while True:
-            if ping(target) == 0:  # PQPING_OK: accepting connections
-                return
-            if self._server_rc.exists():
+        checked = time.monotonic()
+
+        def check() -> None:
+            nonlocal checked
+            if self._server_rc is not None and self._server_rc.exists():
                 self.running = False
                 raise SandboxError(f"sandbox server exited while starting:\n{self.log_tail()}")
             try:
@@ -449,11 +361,10 @@ class ContainerSandbox(LocalDirSandbox):
             except SandboxError as exc:
                 self.running = False
                 raise SandboxError(f"{exc}\n{self.log_tail()}") from None
-            if time.monotonic() - began > timeout:
-                raise SandboxError(f"sandbox not ready after {timeout:g} s:\n{self.log_tail()}")
-            if on_wait is not None:
-                on_wait()
-            time.sleep(self.poll)
+
+        # PQPING_OK (0): accepting connections
+        if not process.wait_until(lambda: ping(target) == 0, timeout, self.poll, check, on_wait):
+            raise SandboxError(f"sandbox not ready after {timeout:g} s:\n{self.log_tail()}")
 
     def _server_up(self) -> bool:
         return self.running and (self.data_dir / "postmaster.pid").exists()
@@ -465,51 +376,17 @@ class ContainerSandbox(LocalDirSandbox):
     def _remove(self) -> None:
         """Remove the container and its anonymous volumes (the server dies with it)."""
         keeper, self._keeper = self._keeper, None
-        if keeper is None:
-            return
+        client, self._client = self._client, None
         try:
-            if keeper._container is not None:
-                with contextlib.suppress(docker.errors.NotFound, *_ENGINE_ERRORS):
-                    keeper._container.remove(force=True, v=True)
+            if keeper is not None:
+                with contextlib.suppress(EngineUnavailable), engine.engine_calls(self.settings):
+                    with contextlib.suppress(docker.errors.NotFound):
+                        keeper.remove(force=True, v=True)
         finally:
-            keeper.get_docker_client().client.close()
+            if client is not None:
+                client.close()
 
     def destroy(self) -> None:
         self.running = False
         self._remove()
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-def _explain(exc: BaseException) -> str:
-    if isinstance(exc, docker.errors.APIError) and exc.explanation:
-        return str(exc.explanation)
-    return str(exc).strip() or type(exc).__name__
-
-
-def reap(settings: ContainerSettings) -> list[str]:
-    """Remove sandbox containers (and their volumes) whose owning process on this host is
-    gone; returns their names. Raises EngineUnavailable when no engine answers."""
-    try:
-        client = docker.from_env(**_client_kw(settings))
-    except _ENGINE_ERRORS as exc:
-        raise _engine_error(settings, exc) from None
-    removed: list[str] = []
-    try:
-        for container in client.containers.list(all=True, filters={"label": LABEL}):
-            labels = container.labels or {}
-            if labels.get(LABEL_HOST) != socket.gethostname():
-                continue
-            try:
-                pid = int(labels.get(LABEL_PID, "0"))
-            except ValueError:
-                pid = 0
-            if pid > 0 and _alive(pid):
-                continue
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True, v=True)
-                removed.append(container.name or container.id or "?")
-    except _ENGINE_ERRORS as exc:
-        raise _engine_error(settings, exc) from None
-    finally:
-        client.close()
-    return removed

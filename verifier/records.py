@@ -223,7 +223,7 @@ class StoredRecord:
 
 def parse_stored(key: str, data: bytes, stored_sha256: str | None = None) -> StoredRecord:
     """The one place stored bytes become a record (or the reason they do not)."""
-    record_id = key.rsplit("/", 1)[-1].removesuffix(".json")
+    record_id = _id_of(key)
     sha = hashlib.sha256(data).hexdigest()
     try:
         record = ResultRecord.from_json(data)
@@ -280,13 +280,15 @@ def last_passed_backups(found: Iterable[ResultRecord]) -> set[str]:
     return {r.backup_id for r in newest.values()}
 
 
-def chain_head(repos: Sequence[Repository], target: str) -> str | None:
-    """sha256 of the newest record of the target (from the first readable repository):
-    only that record is read."""
+def newest(repos: Sequence[Repository], target: str) -> tuple[str, str] | None:
+    """(id, sha256 of its bytes) of the newest record of the target, from the first readable
+    repository; only that record is read. None when the target has no record yet."""
     for repo in repos:
         try:
             keys = record_keys(repo, target)
-            return hashlib.sha256(repo.read_bytes(keys[-1])).hexdigest() if keys else None
+            if not keys:
+                return None
+            return _id_of(keys[-1]), hashlib.sha256(repo.read_bytes(keys[-1])).hexdigest()
         except BackupError:
             continue
     return None
@@ -303,6 +305,10 @@ def store(repos: Sequence[Repository], record: ResultRecord) -> dict[str, str]:
         except BackupError as exc:
             failed[repo.name] = str(exc)
     return failed
+
+
+def _id_of(key: str) -> str:
+    return key.rsplit("/", 1)[-1].removesuffix(".json")
 
 
 def _object(raw: object, what: str) -> dict[str, Any]:

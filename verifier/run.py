@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import psycopg
 
 from pgproof.backups import catalog, ids, pgbin
 from pgproof.backups.errors import BackupError
+from pgproof.backups.kinds import Kind
 from pgproof.backups.progress import NullProgress, Progress
 from pgproof.backups.runner import Runner
 from pgproof.backups.storage.base import Repository
@@ -34,6 +35,8 @@ from pgproof.verifier.settings import VerifierSettings
 from pgproof.verifier.verdicts import Verdict
 
 SandboxFactory = Callable[[int, Runner], Sandbox]  # (the backup's major, runner)
+RestoreTest = Callable[[RestoreJob], None]  # restores into job.sandbox, adds to job.findings
+RESTORE_TESTS: Mapping[Kind, RestoreTest] = {"logical": run_logical, "physical": run_physical}
 
 
 def process_sandbox(settings: VerifierSettings, pg_bin_dir: str | None = None) -> SandboxFactory:
@@ -66,7 +69,7 @@ def reap(root: str | None, container: ContainerSettings | None) -> list[str]:
     container sandbox is configured and no engine answers."""
     removed: list[str] = []
     if container is not None:
-        from pgproof.verifier.container import reap as reap_containers
+        from pgproof.verifier.engine import reap as reap_containers
 
         removed += reap_containers(container)
     return removed + reap_leftovers(root)
@@ -103,15 +106,18 @@ def verify(
     version: str,
     progress: Progress | None = None,
     sandbox_factory: SandboxFactory | None = None,
+    restore_tests: Mapping[Kind, RestoreTest] = RESTORE_TESTS,
 ) -> ResultRecord:
-    """Run one restore test and store its record; the record is returned either way."""
+    """Run one restore test and store its record; the record is returned either way.
+    ``sandbox_factory`` and ``restore_tests`` replace the real ones (unit tests of the
+    verdict use a fake sandbox and scripted restore tests)."""
     started = dt.datetime.now(dt.UTC)
     repo, manifest = choose_backup(repos, request.target.name, request.kind, request.backup_id)
     if manifest.kind == "physical" and (request.pitr or "latest") != "random":
         from pgproof.verifier import pitr
 
         pitr.choose(request.pitr or "latest", manifest.finished, None)  # TargetError: usage
-    prev = records.chain_head(repos, request.target.name)
+    newest = records.newest(repos, request.target.name)  # the chain continues from it
     try:
         reap(request.settings.workdir, request.container)
     except EngineUnavailable:
@@ -144,7 +150,7 @@ def verify(
                 progress or NullProgress(),
                 started,
             )
-            (run_logical if manifest.kind == "logical" else run_physical)(job)
+            restore_tests[manifest.kind](job)
         verdict, cause = records.decide(findings.checks), ""
     except RestoreFailed as exc:
         verdict, cause = "failed", str(exc)
@@ -156,7 +162,7 @@ def verify(
         verdict, cause = "error", f"sandbox: {exc.strerror or exc}: {exc.filename or ''}"
     timer.phases["total"] = round(time.monotonic() - total_started, 3)
     record = ResultRecord(
-        id=ids.new_result_id(started),
+        id=ids.new_result_id(started, after=newest[0] if newest else None),
         target=request.target.name,
         backup_id=manifest.id,
         kind=manifest.kind,
@@ -174,7 +180,7 @@ def verify(
         sandbox_image=image,
         pgproof_version=version,
         backup=BackupRef(repo.name, manifest.size, manifest.finished_at, manifest.compression),
-        prev_sha256=prev,
+        prev_sha256=newest[1] if newest else None,
     )
     failed = records.store(repos, record)
     if failed and len(failed) == len(repos):

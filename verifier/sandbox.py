@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import tempfile
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import psycopg
 
+from pgproof.backups import process
 from pgproof.backups.errors import CommandError
 from pgproof.backups.pgbin import PgBinaries
 from pgproof.backups.runner import CommandResult, Runner
@@ -374,24 +374,23 @@ class ProcessSandbox(LocalDirSandbox):
             raise SandboxError(f"sandbox did not start: {exc}\n{self.log_tail()}") from None
         self.running = True
         began = time.monotonic()
-        deadline = began + timeout
-        while True:
+
+        def ready() -> bool:
             probe = self.run(
                 "pg_isready",
                 ["-h", self.socket_dir, "-p", str(SANDBOX_PORT), "-t", "2"],
                 timeout=30,
                 ok_codes=(0, 1, 2, 3),
             )
-            if probe.returncode == 0:
-                return
+            return probe.returncode == 0
+
+        def check() -> None:
             if self._exited(began):
                 self.running = False
                 raise SandboxError(f"sandbox server exited while starting:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise SandboxError(f"sandbox not ready after {timeout:g} s:\n{self.log_tail()}")
-            if on_wait is not None:
-                on_wait()
-            time.sleep(0.2)
+
+        if not process.wait_until(ready, timeout, 0.2, check, on_wait):
+            raise SandboxError(f"sandbox not ready after {timeout:g} s:\n{self.log_tail()}")
 
     def _exited(self, began: float) -> bool:
         """Did the server die? An unreadable pid file means "not yet written", not "dead";
@@ -404,7 +403,7 @@ class ProcessSandbox(LocalDirSandbox):
                 if any(m in self._log_since_start() for m in _EXIT_MARKS):
                     return True
                 return time.monotonic() - began > 30
-            if _alive(pid):
+            if process.alive(pid):
                 return False
             if attempt == 0:
                 time.sleep(0.5)
@@ -426,7 +425,7 @@ class ProcessSandbox(LocalDirSandbox):
 
     def _server_up(self) -> bool:
         pid = self._postmaster_pid()
-        return pid is not None and _alive(pid)
+        return pid is not None and process.alive(pid)
 
     def _kill_server(self) -> None:
         _kill_postmaster(self.data_dir)
@@ -439,16 +438,12 @@ class ProcessSandbox(LocalDirSandbox):
 
 
 def _kill_postmaster(data_dir: Path) -> None:
+    """SIGKILL at once (a sandbox is thrown away, nothing to save); its children follow."""
     try:
         pid = int((data_dir / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signal.SIGKILL)
-    for _ in range(50):  # the children follow the postmaster
-        if not _alive(pid):
-            return
-        time.sleep(0.1)
+    process.stop_pid(pid, grace=0)
 
 
 def reap_leftovers(root: str | None = None) -> list[str]:
@@ -465,26 +460,10 @@ def reap_leftovers(root: str | None = None) -> list[str]:
             owner, pid, host = {}, -1, None
         if host not in (None, socket.gethostname()):
             continue
-        if pid > 0 and _alive(pid):
+        if pid > 0 and process.alive(pid):
             continue
         if owner.get("kind") != "container":  # a container's pid means nothing here
             _kill_postmaster(path / "data")
         shutil.rmtree(path, ignore_errors=True)
         removed.append(str(path))
     return removed
-
-
-def _alive(pid: int) -> bool:
-    """True for a running process; a zombie (dead, not yet reaped) counts as gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return state not in ("Z", "X")

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pgproof import lifeline
+from pgproof.backups import process
 from tests.support.fixtures import PGPROOF, Setup
 from tests.support.serve import serve, wait_for
 
@@ -30,7 +31,7 @@ def pgproof_children(parent: int) -> list[int]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"{lifeline.SERVE_PID_ENV}={parent}".encode() in environ and lifeline.alive(
+        if f"{lifeline.SERVE_PID_ENV}={parent}".encode() in environ and process.alive(
             int(entry.name)
         ):
             found.append(int(entry.name))
@@ -45,7 +46,7 @@ def test_sigkill_of_serve_leaves_no_child_behind(fs_only15: Setup) -> None:
         srv.proc.send_signal(signal.SIGKILL)
         srv.proc.wait(10)
         # the heartbeat beats every second: it must be gone within that and its shutdown
-        wait_for(lambda: not any(lifeline.alive(p) for p in children), timeout=5, every=0.1)
+        wait_for(lambda: not any(process.alive(p) for p in children), timeout=5, every=0.1)
 
 
 def test_one_heartbeat_writer_per_target(fs_only15: Setup) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pgproof.backups import catalog, compression, pgbin
+from pgproof.backups import catalog, compression, pgbin, process
 from pgproof.backups.runner import Runner
 from pgproof.verifier.errors import SandboxError
 from pgproof.verifier.sandbox import ProcessSandbox
@@ -190,15 +190,6 @@ def postmaster_pid(box: Path) -> int | None:
     return int(first) if first.strip().isdigit() else None
 
 
-def alive(pid: int) -> bool:
-    """Running, not a zombie (PID 1 here may not reap daemonized postmasters)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
 def test_sigterm_removes_the_sandbox(
     setup15: Setup, background: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -208,7 +199,7 @@ def test_sigterm_removes_the_sandbox(
     box, pid = wait_for_server(setup15, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0
-    assert not box.exists() and not alive(pid)
+    assert not box.exists() and not process.alive(pid)
 
 
 def test_leftovers_of_a_killed_run_are_removed_by_the_next(
@@ -220,10 +211,10 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next(
     box, pid = wait_for_server(setup15, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert box.exists() and alive(pid)  # what a crash leaves behind
+    assert box.exists() and process.alive(pid)  # what a crash leaves behind
     code, doc, _ = verify(setup15)
     assert code == 0, doc["results"][0]["cause"]
-    assert not box.exists() and not alive(pid)
+    assert not box.exists() and not process.alive(pid)
     assert sandboxes(setup15) == []
 
 
