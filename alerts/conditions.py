@@ -4,20 +4,12 @@ metrics show; the Prometheus rules in ``alerts/prometheus`` express the same con
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from pgproof.exporters.settings import AlertLimits
 from pgproof.exporters.status import TargetStatus
 
 RUNBOOK = "https://github.com/pgproof/pgproof/blob/main/README.md"
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    max_backup_age_seconds: Mapping[str, float] = field(default_factory=dict)  # per target
-    default_max_backup_age_seconds: float = 26 * 3600
-    max_restore_test_age_seconds: float = 3 * 86400
-    wal_stalled_after_seconds: float = 15 * 60
-    wal_backlog_files: int = 32
 
 
 @dataclass(frozen=True)
@@ -46,25 +38,43 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def evaluate(statuses: Sequence[TargetStatus], now: float, th: Thresholds) -> list[Alert]:
+def evaluate(
+    statuses: Sequence[TargetStatus], now: float, limits: Mapping[str, AlertLimits]
+) -> list[Alert]:
+    """Every alert that holds now; ``limits`` per target (the defaults for one not named)."""
     alerts: list[Alert] = []
     for st in statuses:
-        alerts.extend(_target_alerts(st, now, th))
+        found = _Found(st.target)
+        target_limits = limits.get(st.target, AlertLimits())
+        _repository_alerts(st, found)
+        if st.any_repository_up:  # else nothing more can be told honestly
+            _backup_alerts(st, now, target_limits, found)
+            _restore_test_alerts(st, now, target_limits, found)
+            _wal_alerts(st, now, target_limits, found)
+        alerts.extend(found.alerts)
     return sorted(alerts, key=lambda a: a.key)
 
 
-def _target_alerts(st: TargetStatus, now: float, th: Thresholds) -> list[Alert]:
-    out: list[Alert] = []
-    t = st.target
+class _Found:
+    """The alerts of one target, as the steps below find them."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.alerts: list[Alert] = []
 
     def add(
-        name: str, kind: str, severity: str, summary: str, description: str, anchor: str
+        self, name: str, kind: str, severity: str, summary: str, description: str, anchor: str
     ) -> None:
-        out.append(Alert(name, t, kind, severity, summary, description, f"{RUNBOOK}#{anchor}"))
+        self.alerts.append(
+            Alert(name, self.target, kind, severity, summary, description, f"{RUNBOOK}#{anchor}")
+        )
 
+
+def _repository_alerts(st: TargetStatus, found: _Found) -> None:
+    t = st.target
     for repo, up in sorted(st.repositories_up.items()):
         if not up:
-            add(
+            found.add(
                 "PgproofRepositoryDown",
                 repo,
                 "critical",
@@ -74,7 +84,7 @@ def _target_alerts(st: TargetStatus, now: float, th: Thresholds) -> list[Alert]:
                 "runbook-repository-down",
             )
     if st.source_error:
-        add(
+        found.add(
             "PgproofSourceDown",
             "",
             "critical",
@@ -82,13 +92,14 @@ def _target_alerts(st: TargetStatus, now: float, th: Thresholds) -> list[Alert]:
             st.source_error,
             "runbook-source-down",
         )
-    if not st.any_repository_up:
-        return out  # nothing else can be told honestly
-    max_age = th.max_backup_age_seconds.get(t, th.default_max_backup_age_seconds)
+
+
+def _backup_alerts(st: TargetStatus, now: float, limits: AlertLimits, found: _Found) -> None:
+    t, max_age = st.target, limits.backup_max_age_seconds
     for kind in st.expected_kinds:
         ks = st.kinds.get(kind)
         if ks is None or ks.newest is None:
-            add(
+            found.add(
                 "PgproofBackupMissing",
                 kind,
                 "critical",
@@ -97,7 +108,7 @@ def _target_alerts(st: TargetStatus, now: float, th: Thresholds) -> list[Alert]:
                 "runbook-backup-too-old",
             )
         elif now - ks.newest.finished > max_age:
-            add(
+            found.add(
                 "PgproofBackupTooOld",
                 kind,
                 "critical",
@@ -108,7 +119,7 @@ def _target_alerts(st: TargetStatus, now: float, th: Thresholds) -> list[Alert]:
             )
     for kind, ks in sorted(st.kinds.items()):
         if ks.last_status_ok is False and ks.job is not None:
-            add(
+            found.add(
                 "PgproofBackupFailed",
                 kind,
                 "critical",
@@ -118,9 +129,14 @@ def _target_alerts(st: TargetStatus, now: float, th: Thresholds) -> list[Alert]:
                 f"{ks.job.error or ks.job.status}",
                 "runbook-backup-failed",
             )
+
+
+def _restore_test_alerts(st: TargetStatus, now: float, limits: AlertLimits, found: _Found) -> None:
+    t, max_age = st.target, limits.restore_test_max_age_seconds
+    for kind, ks in sorted(st.kinds.items()):
         last = ks.last_test
         if last is not None and last.verdict != "passed":
-            add(
+            found.add(
                 "PgproofRestoreTestFailed",
                 kind,
                 "critical",
@@ -130,30 +146,34 @@ def _target_alerts(st: TargetStatus, now: float, th: Thresholds) -> list[Alert]:
                 + (f" ({last.checks_failed} checks failed)" if last.checks_failed else ""),
                 "runbook-restore-test-failed",
             )
-        if ks.newest is not None:
-            passed = ks.last_passed_test
-            age = now - passed.finished if passed else None
-            if age is None or age > th.max_restore_test_age_seconds:
-                add(
-                    "PgproofRestoreTestStale",
-                    kind,
-                    "warning",
-                    f"{t}: no passed {kind} restore test "
-                    + (f"for {_duration(age)}" if age is not None else "yet"),
-                    f"The newest passed {kind} restore test is "
-                    + (f"{_duration(age)} old" if age is not None else "missing")
-                    + f"; the limit is {_duration(th.max_restore_test_age_seconds)}. "
-                    "Backups nobody restored are hopes.",
-                    "runbook-restore-test-stale",
-                )
-    src = st.source
+        if ks.newest is None:
+            continue
+        passed = ks.last_passed_test
+        age = now - passed.finished if passed else None
+        if age is None or age > max_age:
+            found.add(
+                "PgproofRestoreTestStale",
+                kind,
+                "warning",
+                f"{t}: no passed {kind} restore test "
+                + (f"for {_duration(age)}" if age is not None else "yet"),
+                f"The newest passed {kind} restore test is "
+                + (f"{_duration(age)} old" if age is not None else "missing")
+                + f"; the limit is {_duration(max_age)}. "
+                "Backups nobody restored are hopes.",
+                "runbook-restore-test-stale",
+            )
+
+
+def _wal_alerts(st: TargetStatus, now: float, limits: AlertLimits, found: _Found) -> None:
+    t, src = st.target, st.source
     if src is not None and src.ready_files:
         waited = now - src.last_archived if src.last_archived is not None else None
-        if waited is None or waited > th.wal_stalled_after_seconds:
+        if waited is None or waited > limits.wal_stalled_after_seconds:
             failing = src.last_failed is not None and (
                 src.last_archived is None or src.last_failed > src.last_archived
             )
-            add(
+            found.add(
                 "PgproofWalArchivingStalled",
                 "",
                 "critical",
@@ -164,19 +184,19 @@ def _target_alerts(st: TargetStatus, now: float, th: Thresholds) -> list[Alert]:
                 + ".",
                 "runbook-wal-archiving",
             )
-        if src.ready_files >= th.wal_backlog_files:
-            add(
+        if src.ready_files >= limits.wal_backlog_max_files:
+            found.add(
                 "PgproofWalBacklog",
                 "",
                 "warning",
                 f"{t}: {src.ready_files} WAL segments waiting to be archived",
-                f"The archive backlog is {src.ready_files} files (limit {th.wal_backlog_files}); "
-                "pg_wal grows and the RPO with it.",
+                f"The archive backlog is {src.ready_files} files (limit "
+                f"{limits.wal_backlog_max_files}); pg_wal grows and the RPO with it.",
                 "runbook-wal-archiving",
             )
     if st.wal_missing:
         names = ", ".join(st.wal_first_missing[:5])
-        add(
+        found.add(
             "PgproofWalGap",
             "",
             "critical",
@@ -185,7 +205,6 @@ def _target_alerts(st: TargetStatus, now: float, th: Thresholds) -> list[Alert]:
             "Take a new physical backup now.",
             "runbook-wal-gap",
         )
-    return out
 
 
 def by_key(alerts: Sequence[Alert]) -> dict[str, Alert]:

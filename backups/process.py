@@ -9,6 +9,7 @@ and no file, and waiting for it to disappear would wait for a parent that may ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -75,19 +76,26 @@ def stop_pid(pid: int, grace: float = GRACE_SECONDS, group: bool = False) -> boo
 
 
 def stop_child(
-    proc: subprocess.Popen[bytes], grace: float = GRACE_SECONDS, group: bool = True
+    proc: subprocess.Popen[bytes],
+    grace: float = GRACE_SECONDS,
+    group: bool = True,
+    term_group: bool = True,
 ) -> None:
-    """The same for our own child, reaped here: SIGTERM to it (``group``: to its whole
-    process group, which it leads when started with ``start_new_session``), then SIGKILL."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, REAP_SECONDS)):
-        if proc.poll() is not None and not group:
-            return
-        send(proc.pid, sig, group)
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """The same for our own child, reaped here: SIGTERM, up to ``grace`` seconds, SIGKILL.
+    ``group``: the SIGKILL goes to its whole process group (which it leads when started with
+    ``start_new_session``); ``term_group`` False: the SIGTERM to the child alone, so that a
+    pgproof job unwinds its own tools in order before anything else is signalled."""
+    if proc.poll() is None:
+        send(proc.pid, signal.SIGTERM, group and term_group)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    if proc.poll() is None:
+        send(proc.pid, signal.SIGKILL, group)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=REAP_SECONDS)
+    if group:  # what it started and left behind in its group (never another process)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_until(

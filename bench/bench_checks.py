@@ -20,10 +20,10 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from pgproof.verifier.records import ResultRecord
 from tests.support.fixtures import PGPROOF, write_config
 from tests.support.pagedamage import break_btree_order, break_heap_tuple
 from tests.support.pgcluster import Cluster, make_cluster, private_dir
@@ -75,25 +75,24 @@ def source(base: Path, scale: int, checksums: bool) -> tuple[Cluster, Path]:
     return cluster, config
 
 
-def restore_test(config: Path) -> dict[str, Any]:
+def restore_test(config: Path) -> ResultRecord:
     proc = pgproof(config, "verify", "--kind", "physical", "--pitr", "latest", "--json")
-    record: dict[str, Any] = json.loads(proc.stdout)["results"][0]
-    return record
+    return ResultRecord.from_dict(json.loads(proc.stdout)["results"][0])
 
 
-def report(label: str, record: dict[str, Any]) -> float:
-    phases = record["phases"]
+def report(label: str, record: ResultRecord) -> float:
+    phases = record.phases
     base = phases["fetch"] + phases["recovery"]
     ratio = phases["checks"] / base
-    print(f"  {label}: verdict {record['verdict']}")
+    print(f"  {label}: verdict {record.verdict}")
     print(
         f"    fetch + recovery {base:6.2f} s   checks {phases['checks']:6.2f} s"
         f"   ratio {ratio:.2f}x"
     )
-    for check in record["checks"]:
-        seconds = check["evidence"].get("seconds")
+    for check in record.checks:
+        seconds = check.evidence.get("seconds")
         shown = f"{seconds:6.2f} s" if isinstance(seconds, (int, float)) else "       "
-        print(f"      {check['name']:<14} {shown}  {check['verdict']:<7} {check['detail'][:90]}")
+        print(f"      {check.name:<14} {shown}  {check.verdict:<7} {check.detail[:90]}")
     return ratio
 
 
@@ -138,8 +137,8 @@ def main() -> None:
                 assert backup.returncode == 0, backup.stderr
                 record = restore_test(config)
                 report("damaged", record)
-                amcheck = next(c for c in record["checks"] if c["name"] == "amcheck")
-                named = amcheck["evidence"].get("damaged", [])
+                amcheck = next(c for c in record.checks if c.name == "amcheck")
+                named = amcheck.evidence.get("damaged", [])
                 for relation in wanted:
                     print(f"    {'named' if relation in named else 'NOT NAMED':<10} {relation}")
         finally:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import http.client
 import json
@@ -30,8 +31,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -183,12 +185,12 @@ class Hostile:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.tasks: list[asyncio.Future[None]] = []
+        self.tasks: list[concurrent.futures.Future[None]] = []
         self.writers: list[asyncio.StreamWriter] = []
 
-    def _spawn(self, count: int, body: object) -> None:
+    def _spawn(self, count: int, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
         for _ in range(count):
-            self.tasks.append(asyncio.run_coroutine_threadsafe(body(), self.loop))  # type: ignore[operator]
+            self.tasks.append(asyncio.run_coroutine_threadsafe(body(), self.loop))
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         try:
@@ -322,16 +324,16 @@ def run(label: str, tree: Path, config: Path, base: Path) -> dict[str, object]:
     return out
 
 
-def show(label: str, r: dict[str, object]) -> None:
+def show(label: str, r: dict[str, Any]) -> None:
     base = r["baseline"]
     idle = r["idle_usage"]
     assert isinstance(base, dict) and isinstance(idle, dict)
-    p99, n, fails = r["idle_p99"]  # type: ignore[misc]
-    rp99, rn, rfails = r["reports_p99"]  # type: ignore[misc]
+    p99, n, fails = r["idle_p99"]
+    rp99, rn, rfails = r["reports_p99"]
     print(f"\n{label}")
     print(f"  idle baseline: RSS {base['rss_mb']} MB, {base['threads']} threads, {base['fds']} fds")
     for clients in (10, 50, 200):
-        rate, errors = r[f"throughput_{clients}"]  # type: ignore[misc]
+        rate, errors = r[f"throughput_{clients}"]
         print(f"  /metrics, {clients:3d} keep-alive clients: {rate:6d} req/s, {errors} errors")
     print(
         f"  2,000 idle + 300 slow-loris: /metrics p99 {p99 * 1000:.0f} ms ({n} scrapes, "
@@ -348,7 +350,7 @@ def show(label: str, r: dict[str, object]) -> None:
         f"  50 clients on /reports/: /metrics p99 {rp99 * 1000:.0f} ms ({rn} scrapes, "
         f"{rfails} failed)"
     )
-    total, bad = r["log_lines"]  # type: ignore[misc]
+    total, bad = r["log_lines"]
     print(f"  serve's JSON log: {total} lines, {bad} not one JSON object; most: {r['log_top']}")
 
 

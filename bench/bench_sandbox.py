@@ -22,7 +22,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -31,6 +30,7 @@ from pgproof.backups import pgbin
 from pgproof.backups.runner import Runner
 from pgproof.verifier.container import ContainerSandbox
 from pgproof.verifier.containersettings import ContainerSettings
+from pgproof.verifier.records import ResultRecord
 from pgproof.verifier.sandbox import LocalDirSandbox, ProcessSandbox
 from tests.support.engine import podman_service
 from tests.support.fixtures import PGPROOF, s3_env
@@ -71,7 +71,7 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def verify(config: Path, kind: str) -> tuple[float, dict[str, Any]]:
+def verify(config: Path, kind: str) -> tuple[float, ResultRecord]:
     args = ["--pitr", "latest"] if kind == "physical" else []
     started = time.perf_counter()
     proc = subprocess.run(
@@ -82,10 +82,10 @@ def verify(config: Path, kind: str) -> tuple[float, dict[str, Any]]:
         check=False,
     )
     elapsed = time.perf_counter() - started
-    doc: dict[str, Any] = json.loads(proc.stdout)["results"][0]
-    if doc["verdict"] != "passed":
-        raise RuntimeError(f"verify {kind} ({doc['sandbox']}): {doc['verdict']}: {doc['cause']}")
-    return elapsed, doc
+    record = ResultRecord.from_dict(json.loads(proc.stdout)["results"][0])
+    if not record.passed:
+        raise RuntimeError(f"verify {kind} ({record.sandbox}): {record.verdict}: {record.cause}")
+    return elapsed, record
 
 
 def show(label: str, process: dict[str, float], container: dict[str, float]) -> None:
@@ -152,7 +152,7 @@ def main() -> int:
                     doc["verifier"] = verifier
                     config.write_text(yaml.safe_dump(doc))
                     total, record = verify(config, kind)
-                    runs[name].append({"wall": total, **record["phases"]})
+                    runs[name].append({"wall": total, **record.phases})
             show(f"verify --kind {kind}", medians(runs["process"]), medians(runs["container"]))
         left = engine.sandbox_containers()
         print(f"\nsandbox containers left: {len(left)}; volumes made: {len(engine.new_volumes())}")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_backup import as_postgres, bench_source, mb, pgbackrest_conf, row
+from pgproof.verifier.records import ResultRecord
 from tests.support.engine import podman_service
 from tests.support.fixtures import PGPROOF, s3_env
 from tests.support.pgcluster import Cluster, private_dir
@@ -136,7 +137,7 @@ def pgbackrest_restore(cluster: Cluster, conf: Path) -> float:
 
 def pgproof_verify(
     config: Path, kind: str, verifier: dict[str, Any] | None = None
-) -> tuple[float, dict[str, object]]:
+) -> tuple[float, ResultRecord]:
     if verifier is not None:
         import yaml
 
@@ -152,10 +153,10 @@ def pgproof_verify(
         check=False,
     )
     elapsed = time.perf_counter() - started
-    doc = json.loads(proc.stdout)["results"][0]
-    if doc["verdict"] != "passed":
-        raise RuntimeError(f"verify {kind}: {doc['verdict']}: {doc['cause']}")
-    return elapsed, doc
+    record = ResultRecord.from_dict(json.loads(proc.stdout)["results"][0])
+    if not record.passed:
+        raise RuntimeError(f"verify {kind}: {record.verdict}: {record.cause}")
+    return elapsed, record
 
 
 def by_hand_logical(cluster: Cluster, backup_dir: Path, manifest: dict[str, object]) -> float:
@@ -263,11 +264,11 @@ def main() -> int:
         pgbr = pgbackrest_restore(cluster, conf)
         row("pgBackRest restore + archive-get replay + start", pgbr, None, hand)
         total, record = pgproof_verify(config, "physical", process)
-        phases = record["phases"]  # type: ignore[index]
-        restore_part = phases["fetch"] + phases["recovery"]  # type: ignore[operator]
+        phases = record.phases
+        restore_part = phases["fetch"] + phases["recovery"]
         row("pgproof verify: fetch + recovery", restore_part, None, hand)
         row("pgproof verify: total with every check", total, None, hand)
-        checks = {c["name"]: c["evidence"].get("seconds") for c in record["checks"]}  # type: ignore[attr-defined]
+        checks = {c.name: c.evidence.get("seconds") for c in record.checks}
         print(
             f"  pgproof/by hand (restore part): {restore_part / hand:.2f}x; "
             f"pgproof/pgBackRest: {restore_part / pgbr:.2f}x (total {total / pgbr:.2f}x)"
@@ -275,8 +276,8 @@ def main() -> int:
         print(f"  phases: {phases}; check seconds: {checks}")
         if container:
             total_c, record_c = pgproof_verify(config, "physical", container)
-            phases_c = record_c["phases"]  # type: ignore[index]
-            part_c = phases_c["fetch"] + phases_c["recovery"]  # type: ignore[operator]
+            phases_c = record_c.phases
+            part_c = phases_c["fetch"] + phases_c["recovery"]
             row("container sandbox: fetch + recovery", part_c, None, hand)
             row("container sandbox: total with every check", total_c, None, hand)
             print(
@@ -284,12 +285,9 @@ def main() -> int:
                 f" {part_c / pgbr:.2f}x (total {total_c / pgbr:.2f}x); container/process total:"
                 f" {total_c / total:.2f}x (+{total_c - total:.2f} s)"
             )
-        all_checks: list[dict[str, Any]] = record["checks"]  # type: ignore[assignment]
-        segments = next(c for c in all_checks if c["name"] == "wal_replay")["evidence"][
-            "wal_segments"
-        ]
+        segments = next(c for c in record.checks if c.name == "wal_replay").evidence["wal_segments"]
         wal_bytes = segments * 16 * 1024 * 1024
-        rate = wal_bytes / 1e6 / phases["recovery"]  # type: ignore[operator]
+        rate = wal_bytes / 1e6 / phases["recovery"]
         print(
             f"  WAL replayed {mb(wal_bytes)} ({segments} segments): {rate:.0f} MB/s over the "
             "recovery phase (prefetch overlapped with extraction, in the fetch phase)"
@@ -311,12 +309,12 @@ def main() -> int:
         row("by hand: initdb + pg_restore -j 2 (default cluster)", hand_l, None, hand_l)
         total_l, record_l = pgproof_verify(config, "logical", process)
         row("pgproof verify --kind logical: total with checks", total_l, None, hand_l)
-        print(f"  phases: {record_l['phases']}")
+        print(f"  phases: {dict(record_l.phases)}")
         if container:
             total_lc, record_lc = pgproof_verify(config, "logical", container)
             row("container sandbox: total with checks", total_lc, None, hand_l)
             print(
-                f"  phases: {record_lc['phases']}; container/process: {total_lc / total_l:.2f}x "
+                f"  phases: {dict(record_lc.phases)}; container/process: {total_lc / total_l:.2f}x "
                 f"(+{total_lc - total_l:.2f} s)"
             )
     return 0

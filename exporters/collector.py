@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -9,6 +10,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from pgproof.exporters.exporter import Exporter
 from pgproof.exporters.model import PHASES
+from pgproof.exporters.settings import AlertLimits
 
 P = "pgproof_"
 
@@ -225,18 +227,10 @@ class PgproofCollector(Collector):
                 invalid.add_metric([st.target, repo], n)
         yield from (rt_success, rt_status, rt_duration, rt_rpo, rt_checks, rt_total, invalid)
 
-        limit_docs = {
-            "backup_max_age_seconds": "Configured maximum age of the newest backup.",
-            "restore_test_max_age_seconds": "Configured maximum age of the newest passed test.",
-            "wal_stalled_after_seconds": "Configured time without archival, with a backlog, "
-            "after which archiving counts as stalled.",
-            "wal_backlog_max_files": "Configured .ready backlog that counts as falling behind.",
-        }
-        for limit, doc in limit_docs.items():
-            family = _gauge(limit, doc, ["target"])
+        for limit in dataclasses.fields(AlertLimits):
+            family = _gauge(limit.name, limit.metadata["doc"], ["target"])
             for t in ex.targets:
-                if limit in t.limits:
-                    family.add_metric([t.name], t.limits[limit])
+                family.add_metric([t.name], getattr(t.limits, limit.name))
             yield family
 
         errors = CounterMetricFamily(

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pgproof.backups.errors import BackupError
 from pgproof.backups.kinds import KINDS
@@ -27,7 +27,7 @@ from pgproof.backups.settings import SourceSettings
 from pgproof.backups.storage.base import Repository
 from pgproof.exporters.index import RepoIndex
 from pgproof.exporters.model import RepoSnapshot
-from pgproof.exporters.settings import ExporterSettings
+from pgproof.exporters.settings import AlertLimits, ExporterSettings
 from pgproof.exporters.source import SourceProbe
 from pgproof.exporters.status import ArchiverStatus, TargetStatus, summarize
 
@@ -43,7 +43,7 @@ class ExportedTarget:
     # alert thresholds, exported so that the Prometheus rules follow the config:
     # backup_max_age_seconds, restore_test_max_age_seconds, wal_stalled_after_seconds,
     # wal_backlog_max_files
-    limits: Mapping[str, float] = field(default_factory=dict)
+    limits: AlertLimits = AlertLimits()  # published as gauges for the Prometheus rules
 
 
 class Exporter:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -24,3 +24,28 @@ class HttpLimits:
     max_headers: int = 100
     metrics_threads: int = 2
     other_threads: int = 2
+
+
+@dataclass(frozen=True)
+class AlertLimits:
+    """What counts as too old, stalled or behind for one target. The alert conditions
+    (``alerts.conditions``) judge by these, the exporter publishes each as a gauge of the same
+    name (``pgproof_<name>``, its help text below) for the Prometheus rules, and the config
+    sets them (``alerts.*``, a target's ``max_backup_age``)."""
+
+    backup_max_age_seconds: float = field(
+        default=26 * 3600, metadata={"doc": "Configured maximum age of the newest backup."}
+    )
+    restore_test_max_age_seconds: float = field(
+        default=3 * 86400, metadata={"doc": "Configured maximum age of the newest passed test."}
+    )
+    wal_stalled_after_seconds: float = field(
+        default=15 * 60,
+        metadata={
+            "doc": "Configured time without archival, with a backlog, after which archiving "
+            "counts as stalled."
+        },
+    )
+    wal_backlog_max_files: int = field(
+        default=32, metadata={"doc": "Configured .ready backlog that counts as falling behind."}
+    )

@@ -70,6 +70,11 @@ class Fields:
             self.fail(key, "must be a non-empty string")
         return value
 
+    def text_or(self, key: str, default: str) -> str:
+        value = self.text(key, default)
+        assert value is not None
+        return value
+
     def req_text(self, key: str) -> str:
         value = self.text(key, required=True)
         assert value is not None
@@ -79,6 +84,11 @@ class Fields:
         value = self.text(key, default)
         if value is not None and value not in options:
             self.fail(key, f"must be one of {', '.join(options)}, not {value!r}")
+        return value
+
+    def req_choice(self, key: str, options: tuple[str, ...], default: str) -> str:
+        value = self.choice(key, options, default)
+        assert value is not None
         return value
 
     def integer(
@@ -112,6 +122,11 @@ class Fields:
             self.fail(key, f"must be at least {lo:g}")
         return float(value)
 
+    def req_number(self, key: str, default: float, lo: float | None = None) -> float:
+        value = self.number(key, default, lo)
+        assert value is not None
+        return value
+
     def flag(self, key: str, default: bool) -> bool:
         value = self.get(key)
         if value is None:
@@ -125,6 +140,11 @@ class Fields:
         if value is None:
             return default
         return parse_duration(value, self.where(key))
+
+    def req_duration(self, key: str, default: float) -> float:
+        value = self.duration(key, default)  # parse_duration refuses zero and less
+        assert value is not None
+        return value
 
     def items(self, key: str) -> list[Any]:
         value = self.get(key)

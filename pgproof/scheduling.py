@@ -10,13 +10,10 @@ period its whole process group is killed; locks are flocks and go with the proce
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import queue
-import re
-import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +25,8 @@ from typing import Any
 import schedule
 
 from pgproof import lifeline
+from pgproof.backups import process
+from pgproof.schedules import Schedule
 from pgproof.verifier.records import RecordError, ResultRecord
 
 log = logging.getLogger("pgproof.jobs")
@@ -39,34 +38,19 @@ JOB_ARGS: Mapping[str, tuple[str, ...]] = {
     "retention": ("retention", "--json"),
     "check": ("check", "--json"),
 }
-_EVERY = re.compile(r"^every (\d+) (second|minute|hour|day)s?$")
 
 
-def plan(spec: str, scheduler: schedule.Scheduler) -> schedule.Job:
-    """A ``schedule`` job for a config schedule: ``daily HH:MM`` (UTC), ``hourly``,
-    ``hourly at :MM``, ``every N seconds|minutes|hours|days``."""
-    job: schedule.Job  # the library's properties are untyped
-    if spec.startswith("daily "):
-        job = scheduler.every().day.at(spec.split()[1], "UTC")
-    elif spec == "hourly":
-        job = scheduler.every().hour
-    elif spec.startswith("hourly at "):
-        job = scheduler.every().hour.at(spec.split()[-1])
-    else:
-        match = _EVERY.match(spec)
-        if not match:
-            raise ValueError(f"not a schedule: {spec!r}")
-        every = scheduler.every(int(match.group(1)))
-        unit = match.group(2)
-        job = (
-            every.seconds
-            if unit == "second"
-            else every.minutes
-            if unit == "minute"
-            else every.hours
-            if unit == "hour"
-            else every.days
-        )
+def plan(when: Schedule, scheduler: schedule.Scheduler) -> schedule.Job:
+    """The ``schedule`` library's job for a parsed schedule (daily ones in UTC)."""
+    every = scheduler.every(when.every)
+    job: schedule.Job = {  # the library's unit properties are untyped
+        "second": lambda: every.seconds,
+        "minute": lambda: every.minutes,
+        "hour": lambda: every.hours,
+        "day": lambda: every.days,
+    }[when.unit]()
+    if when.at is not None:
+        job = job.at(when.at, "UTC") if when.unit == "day" else job.at(when.at)
     return job
 
 
@@ -138,15 +122,9 @@ class ChildRunner:
         )
 
     def _end(self, proc: subprocess.Popen[bytes], grace: float) -> None:
-        """SIGTERM, then after ``grace`` seconds SIGKILL to the whole process group."""
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        """SIGTERM to the job (it stops its own tools), then after ``grace`` seconds SIGKILL
+        to its whole process group."""
+        process.stop_child(proc, grace, group=True, term_group=False)
 
     def terminate_all(self, grace: float) -> None:
         self.stopping.set()
@@ -313,26 +291,21 @@ class Heartbeat:
                 self.last_error = line
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            process.stop_child(self.proc, process.GRACE_SECONDS, group=True, term_group=False)
         if self._reader is not None:
             self._reader.join(5)
 
 
 def build_schedule(
-    schedules: Mapping[str, Mapping[str, str]],
+    schedules: Mapping[str, Mapping[str, Schedule]],
     submit: Callable[[str, str], None],
 ) -> schedule.Scheduler:
     """One ``schedule`` job per (target, job) of the config."""
     scheduler = schedule.Scheduler()
     for target, jobs in schedules.items():
-        for job, spec in jobs.items():
-            plan(spec, scheduler).do(submit, target, job).tag(target, job)
+        for job, when in jobs.items():
+            plan(when, scheduler).do(submit, target, job).tag(target, job)
     return scheduler
 
 

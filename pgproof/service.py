@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgproof import __version__, lifeline
-from pgproof.alerts.conditions import Thresholds, evaluate
+from pgproof.alerts.conditions import evaluate
 from pgproof.alerts.notifier import Notifier, NotifierSettings
+from pgproof.backups.kinds import KINDS
 from pgproof.backups.lock import lock_files
 from pgproof.backups.storage.base import Repository
 from pgproof.backups.storage.factory import open_all
@@ -27,6 +28,7 @@ from pgproof.exporters.collector import registry
 from pgproof.exporters.exporter import ExportedTarget, Exporter
 from pgproof.exporters.http import HttpEndpoint, Request, Response
 from pgproof.exporters.scrape import metrics_handler
+from pgproof.exporters.settings import AlertLimits
 from pgproof.scheduling import (
     ChildRunner,
     Heartbeat,
@@ -46,19 +48,14 @@ log = logging.getLogger("pgproof.serve")
 def exported_targets(cfg: Config) -> list[ExportedTarget]:
     out = []
     for t in cfg.targets:
-        kinds = tuple(k for k in ("logical", "physical") if k in t.schedule)
+        kinds = tuple(k for k in KINDS if k in t.schedule)
         out.append(
             ExportedTarget(
                 t.name,
                 tuple(r.name for r in t.settings.repositories),
                 t.settings.source,
-                kinds or ("logical", "physical"),
-                {
-                    "backup_max_age_seconds": t.settings.max_backup_age_seconds,
-                    "restore_test_max_age_seconds": cfg.alerts.max_restore_test_age_seconds,
-                    "wal_stalled_after_seconds": cfg.alerts.wal_stalled_after_seconds,
-                    "wal_backlog_max_files": cfg.alerts.wal_backlog_files,
-                },
+                kinds or KINDS,
+                cfg.limits_for(t),
             )
         )
     return out
@@ -83,15 +80,8 @@ def build_notifier(cfg: Config) -> Notifier | None:
     )
 
 
-def thresholds(cfg: Config) -> Thresholds:
-    a = cfg.alerts
-    return Thresholds(
-        {t.name: t.settings.max_backup_age_seconds for t in cfg.targets},
-        a.max_backup_age_seconds,
-        a.max_restore_test_age_seconds,
-        a.wal_stalled_after_seconds,
-        a.wal_backlog_files,
-    )
+def alert_limits(cfg: Config) -> dict[str, AlertLimits]:
+    return {t.name: cfg.limits_for(t) for t in cfg.targets}
 
 
 _RESULT_PATH = re.compile(
@@ -152,7 +142,7 @@ class Service:
         self.repos = open_all(self.cfg.repositories, quick=True)
         self.exporter = build_exporter(self.cfg, self.repos)
         self.notifier = build_notifier(self.cfg)
-        self.thresholds = thresholds(self.cfg)
+        self.limits = alert_limits(self.cfg)
         self.http = HttpEndpoint(
             self.listen or self.cfg.http.listen,
             {
@@ -277,7 +267,7 @@ class Service:
     # -- alerts ------------------------------------------------------------------------
     def evaluate_alerts(self) -> None:
         statuses = list(self.exporter.statuses())
-        alerts = evaluate(statuses, time.time(), self.thresholds)
+        alerts = evaluate(statuses, time.time(), self.limits)
         self.last_evaluation = time.time()
         if self.notifier is not None:
             self.notifier.process(alerts)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
-from pgproof.alerts.conditions import Thresholds, evaluate
+from pgproof.alerts.conditions import evaluate
 from pgproof.backups.jobstatus import JobStatus
 from pgproof.exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
+from pgproof.exporters.settings import AlertLimits
 from pgproof.exporters.status import ArchiverStatus, summarize
 
 NOW = 2_000_000_000.0
-TH = Thresholds({"main": 26 * 3600}, 26 * 3600, 3 * 86400, 900, 32)
+TH = {"main": AlertLimits(26 * 3600, 3 * 86400, 900, 32)}
 
 
 def _view(
