@@ -99,6 +99,23 @@ def choose_backup(
     return next((r, m) for r, m in found if m.finished_at == newest)
 
 
+def judge(restore: Callable[[], None], findings: Findings) -> tuple[Verdict, str]:
+    """Run the restore test; its verdict and cause. What stopped it decides (damage found:
+    failed; anything that kept it from judging: error); else its checks do."""
+    try:
+        restore()
+    except RestoreFailed as exc:
+        return "failed", str(exc) or type(exc).__name__
+    except (SandboxError, VerifierError, BackupError) as exc:
+        return "error", str(exc) or type(exc).__name__
+    except psycopg.Error as exc:
+        return "error", f"sandbox query failed: {str(exc).strip()[:500]}"
+    except OSError as exc:  # the sandbox's disk filling up, permissions...
+        return "error", f"sandbox: {exc.strerror or exc}: {exc.filename or ''}"
+    verdict = records.decide(findings.checks)
+    return verdict, "" if verdict == "passed" else records.cause_of(findings.checks)
+
+
 def verify(
     request: VerifyRequest,
     repos: Sequence[Repository],
@@ -127,15 +144,16 @@ def verify(
     timer, findings = Timer(), Findings()
     total_started = time.monotonic()
     sandbox_kind = "process" if request.container is None else "container"
-    verdict: Verdict
-    try:
+
+    def restore() -> None:
+        nonlocal sandbox_kind
         # a container cannot reach this machine's clusters: only its files are chowned
-        runner = sandbox_runner(
+        sandboxed = sandbox_runner(
             runner,
             request.settings.sandbox_user,
             request.settings.share_sandbox_user or request.container is not None,
         )
-        sandbox = (sandbox_factory or sandbox_factory_for(request))(major, runner)
+        sandbox = (sandbox_factory or sandbox_factory_for(request))(major, sandboxed)
         sandbox_kind = sandbox.kind  # a factory given by the caller may differ
         with sandbox.session():
             job = RestoreJob(
@@ -144,22 +162,15 @@ def verify(
                 repo,
                 manifest,
                 sandbox,
-                runner,
+                sandboxed,
                 timer,
                 findings,
                 progress or NullProgress(),
                 started,
             )
             restore_tests[manifest.kind](job)
-        verdict, cause = records.decide(findings.checks), ""
-    except RestoreFailed as exc:
-        verdict, cause = "failed", str(exc)
-    except (SandboxError, VerifierError, BackupError) as exc:
-        verdict, cause = "error", str(exc)
-    except psycopg.Error as exc:
-        verdict, cause = "error", f"sandbox query failed: {str(exc).strip()[:500]}"
-    except OSError as exc:  # the sandbox's disk filling up, permissions...
-        verdict, cause = "error", f"sandbox: {exc.strerror or exc}: {exc.filename or ''}"
+
+    verdict, cause = judge(restore, findings)
     timer.phases["total"] = round(time.monotonic() - total_started, 3)
     record = ResultRecord(
         id=ids.new_result_id(started, after=newest[0] if newest else None),
@@ -169,7 +180,7 @@ def verify(
         started_at=catalog.utc_iso(started),
         finished_at=catalog.utc_iso(dt.datetime.now(dt.UTC)),
         verdict=verdict,
-        cause=cause or ("" if verdict == "passed" else records.cause_of(findings.checks)),
+        cause=cause,
         pitr=findings.pitr,
         checks=tuple(findings.checks),
         phases=timer.phases,
