@@ -30,8 +30,9 @@ from pgproof.backups import pgbin
 from pgproof.backups.runner import Runner
 from pgproof.verifier.container import ContainerSandbox
 from pgproof.verifier.containersettings import ContainerSettings
+from pgproof.verifier.processsandbox import ProcessSandbox
 from pgproof.verifier.records import ResultRecord
-from pgproof.verifier.sandbox import LocalDirSandbox, ProcessSandbox
+from pgproof.verifier.sandbox import LocalDirSandbox
 from tests.support.engine import podman_service
 from tests.support.fixtures import PGPROOF, s3_env
 from tests.support.pgcluster import private_dir

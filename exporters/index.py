@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import concurrent.futures
-import heapq
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,83 +30,17 @@ from pgproof.backups.layout import (
     wal_verified_key,
 )
 from pgproof.backups.storage.base import Repository
+from pgproof.exporters.folders import Change, Folder
 from pgproof.exporters.model import BackupInfo, RecordSummary, RepoSnapshot, TargetView, WalView
 from pgproof.verifier import records
 
-RELIST_OVERLAP = 512
 READ_THREADS = 8
 _T = TypeVar("_T")  # names re-listed before the newest known (parallel pushes land unordered)
 
 
 @dataclass
-class _Folder:
-    """The names directly under one folder, kept up to date with as little listing as can be."""
-
-    prefix: str
-    # sub-folders count only while they hold an object (S3-compatible servers with real
-    # directories, SeaweedFS among them, keep listing a prefix whose objects are all gone)
-    deep: bool = False
-    names: set[str] = field(default_factory=set)
-    ordered: list[str] = field(default_factory=list)
-    token: str | None = None
-    listed_at: float | None = None  # monotonic time of the last full listing
-
-    def update(
-        self, repo: Repository, now: float, full_every: float, force_full: bool = False
-    ) -> _Change:
-        """What changed since the last committed update (folders end with ``/``). Nothing
-        is remembered until the caller, having processed it, calls ``commit()``: a refresh
-        that fails half way sees the same change again next time."""
-        token = repo.change_token(self.prefix)
-        if token is not None and token == self.token and self.listed_at is not None:
-            return _Change(self, [], set(), token, None)
-        incremental = (
-            token is None
-            and not force_full
-            and self.listed_at is not None
-            and now - self.listed_at < full_every
-            and not repo.listing_is_cheap
-        )
-        if incremental:
-            after = None
-            if len(self.names) >= RELIST_OVERLAP:
-                after = heapq.nlargest(RELIST_OVERLAP, self.names)[-1].rstrip("/")
-            added = sorted(n for n in repo.child_names(self.prefix, after) if n not in self.names)
-            return _Change(self, added, set(), token, None)
-        current = set(self._full(repo))
-        return _Change(self, sorted(current - self.names), self.names - current, token, now)
-
-    def _full(self, repo: Repository) -> list[str]:
-        if not self.deep or repo.listing_is_cheap:
-            return repo.child_names(self.prefix)
-        names: set[str] = set()
-        for info in repo.listing(self.prefix):
-            name, sep, _ = info.key[len(self.prefix) :].partition("/")
-            names.add(name + sep)
-        return list(names)
-
-
-@dataclass
-class _Change:
-    folder: _Folder
-    added: list[str]
-    removed: set[str]
-    token: str | None
-    listed_at: float | None  # set when this was a full listing
-
-    def commit(self) -> None:
-        f = self.folder
-        if self.added or self.removed:
-            f.names.difference_update(self.removed)
-            f.names.update(self.added)
-        f.token = self.token
-        if self.listed_at is not None:
-            f.listed_at = self.listed_at
-
-
-@dataclass
 class _Wal:
-    folder: _Folder
+    folder: Folder
     segment_size: int = walnames.DEFAULT_SEGMENT_SIZE
     segment_names: set[str] = field(default_factory=set)  # bare names (no .zst)
     by_timeline: dict[int, list[int]] = field(default_factory=dict)
@@ -130,8 +63,8 @@ class _Wal:
 @dataclass
 class _TargetState:
     target: str
-    backups_folder: _Folder
-    results_folder: _Folder
+    backups_folder: Folder
+    results_folder: Folder
     wal: _Wal
     pending: set[str] = field(default_factory=set)
     corrupt: dict[str, str] = field(default_factory=dict)
@@ -162,9 +95,9 @@ class RepoIndex:
         self._states = {
             t: _TargetState(
                 t,
-                _Folder(backups_prefix(t), deep=True),
-                _Folder(results_prefix(t)),
-                _Wal(_Folder(wal_prefix(t))),
+                Folder(backups_prefix(t), deep=True),
+                Folder(results_prefix(t)),
+                _Wal(Folder(wal_prefix(t))),
             )
             for t in targets
         }
@@ -359,7 +292,7 @@ class RepoIndex:
             problems=count.problems,
         )
 
-    def _apply_wal(self, st: _TargetState, change: _Change) -> None:
+    def _apply_wal(self, st: _TargetState, change: Change) -> None:
         w = st.wal
         added, removed = change.added, change.removed
         size = self._segment_size(st)

@@ -29,8 +29,9 @@ from pgproof.verifier.isolation import sandbox_runner
 from pgproof.verifier.job import Findings, RestoreJob, Timer, VerifyRequest
 from pgproof.verifier.logical import run_logical
 from pgproof.verifier.physical import run_physical
+from pgproof.verifier.processsandbox import ProcessSandbox
 from pgproof.verifier.records import BackupRef, ResultRecord
-from pgproof.verifier.sandbox import ProcessSandbox, Sandbox, reap_leftovers
+from pgproof.verifier.sandbox import Sandbox, reap_leftovers
 from pgproof.verifier.settings import VerifierSettings
 from pgproof.verifier.verdicts import Verdict
 

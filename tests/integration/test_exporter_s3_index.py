@@ -11,7 +11,8 @@ from pgproof.backups import walnames
 from pgproof.backups.layout import wal_prefix
 from pgproof.backups.storage.s3 import S3Repository
 from pgproof.backups.storage.s3options import S3Options
-from pgproof.exporters.index import RELIST_OVERLAP, RepoIndex
+from pgproof.exporters.folders import RELIST_OVERLAP
+from pgproof.exporters.index import RepoIndex
 from tests.support import synthetic
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 from tests.support.synthetic import Writer

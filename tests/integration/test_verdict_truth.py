@@ -23,8 +23,8 @@ from pgproof.backups.runner import CommandResult, Runner
 from pgproof.backups.storage.factory import open_all
 from pgproof.verifier import job, run
 from pgproof.verifier.isolation import DEFAULT_SANDBOX_USER
+from pgproof.verifier.processsandbox import ProcessSandbox
 from pgproof.verifier.records import ResultRecord
-from pgproof.verifier.sandbox import ProcessSandbox
 from tests.integration.helpers import (
     backup_under_heartbeat,
     heartbeat_running,

@@ -16,7 +16,7 @@ import pytest
 from pgproof.backups import catalog, compression, pgbin, process
 from pgproof.backups.runner import Runner
 from pgproof.verifier.errors import SandboxError
-from pgproof.verifier.sandbox import ProcessSandbox
+from pgproof.verifier.processsandbox import ProcessSandbox
 from tests.integration.helpers import load_json, repos_of, seed
 from tests.support.fixtures import PGPROOF, Setup, s3_env, small_tmpfs
 from tests.support.pgcluster import make_cluster, private_dir
