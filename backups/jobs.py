@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO
@@ -11,6 +12,10 @@ from typing import IO
 from pgproof.backups import catalog
 from pgproof.backups.errors import BackupError, BackupFailed
 from pgproof.backups.fanout import FanoutResult
+from pgproof.backups.progress import NullProgress, Progress
+from pgproof.backups.runner import Runner
+from pgproof.backups.settings import TargetSettings
+from pgproof.backups.source import Source
 from pgproof.backups.storage.base import Repository
 
 PIPE_CHUNK = 1024 * 1024
@@ -108,3 +113,25 @@ def clear_leftovers(repos: Sequence[Repository], target: str) -> list[str]:
         except BackupError:
             continue  # an unreachable repository fails the job itself, with a clear message
     return removed
+
+
+class BackupJob(ABC):
+    """What a backup job is made with (``backups.logical``, ``backups.physical``); run once."""
+
+    def __init__(
+        self,
+        target: TargetSettings,
+        repos: Sequence[Repository],
+        runner: Runner,
+        pgproof_version: str,
+        progress: Progress | None = None,
+    ):
+        self.target = target
+        self.repos = list(repos)
+        self.source = Source(target.source, runner)
+        self.runner = self.source.runner
+        self.version = pgproof_version
+        self.progress = progress or NullProgress()
+
+    @abstractmethod
+    def run(self) -> BackupOutcome: ...

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pgproof.backups import jobstatus
 from pgproof.backups.catalog import utc_iso
 from pgproof.backups.errors import BackupError
-from pgproof.backups.jobs import BackupOutcome, clear_leftovers
+from pgproof.backups.jobs import BackupJob, BackupOutcome, clear_leftovers
 from pgproof.backups.kinds import Kind
 from pgproof.backups.lock import target_lock
 from pgproof.backups.progress import NullProgress, Progress
@@ -34,7 +34,7 @@ def run_backup(
     from pgproof.backups.logical import LogicalBackup
     from pgproof.backups.physical import PhysicalBackup
 
-    job_class = LogicalBackup if kind == "logical" else PhysicalBackup
+    job_class: type[BackupJob] = LogicalBackup if kind == "logical" else PhysicalBackup
     started = utc_iso(dt.datetime.now(dt.UTC))
 
     def record(status: jobstatus.Status, backup_id: str | None, error: str) -> None:

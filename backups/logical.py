@@ -24,11 +24,18 @@ from psycopg import sql
 from pgproof.backups import catalog, compression, dbprops, ids, pgbin
 from pgproof.backups.errors import BinaryNotFound, CommandError, SourceError
 from pgproof.backups.fanout import fan_out
-from pgproof.backups.jobs import BackupOutcome, RepoSet, commit, read_pipe, remove_partial
-from pgproof.backups.progress import NullProgress, Progress, counted
+from pgproof.backups.jobs import (
+    BackupJob,
+    BackupOutcome,
+    RepoSet,
+    commit,
+    read_pipe,
+    remove_partial,
+)
+from pgproof.backups.progress import Progress, counted
 from pgproof.backups.runner import Runner
 from pgproof.backups.settings import TargetSettings
-from pgproof.backups.source import Source, SourceInfo
+from pgproof.backups.source import SourceInfo
 from pgproof.backups.storage.base import Repository
 
 _TABLES = """
@@ -65,7 +72,7 @@ def count_rows(conn: Any) -> list[catalog.TableCount]:
     return counts
 
 
-class LogicalBackup:
+class LogicalBackup(BackupJob):
     def __init__(
         self,
         target: TargetSettings,
@@ -74,12 +81,7 @@ class LogicalBackup:
         pgproof_version: str,
         progress: Progress | None = None,
     ):
-        self.target = target
-        self.repos = list(repos)
-        self.source = Source(target.source, runner)
-        self.runner = self.source.runner
-        self.version = pgproof_version
-        self.progress = progress or NullProgress()
+        super().__init__(target, repos, runner, pgproof_version, progress)
         self.settings = target.logical
         self._compression = "none"
 

@@ -30,11 +30,18 @@ from pathlib import Path
 from pgproof.backups import catalog, compression, ids, pgbin, stagedtar, walarchive, walnames
 from pgproof.backups.errors import BackupError, BackupFailed, BinaryNotFound, CatalogError
 from pgproof.backups.fanout import fan_out
-from pgproof.backups.jobs import BackupOutcome, RepoSet, commit, read_pipe, remove_partial
-from pgproof.backups.progress import NullProgress, Progress, counted
+from pgproof.backups.jobs import (
+    BackupJob,
+    BackupOutcome,
+    RepoSet,
+    commit,
+    read_pipe,
+    remove_partial,
+)
+from pgproof.backups.progress import Progress, counted
 from pgproof.backups.runner import Runner
 from pgproof.backups.settings import TargetSettings
-from pgproof.backups.source import Source, SourceInfo
+from pgproof.backups.source import SourceInfo
 from pgproof.backups.storage.base import Repository
 from pgproof.backups.tarscan import TarScanner
 
@@ -162,7 +169,7 @@ class _Store:
         )
 
 
-class PhysicalBackup:
+class PhysicalBackup(BackupJob):
     def __init__(
         self,
         target: TargetSettings,
@@ -171,12 +178,7 @@ class PhysicalBackup:
         pgproof_version: str,
         progress: Progress | None = None,
     ):
-        self.target = target
-        self.repos = list(repos)
-        self.source = Source(target.source, runner)
-        self.runner = self.source.runner
-        self.version = pgproof_version
-        self.progress = progress or NullProgress()
+        super().__init__(target, repos, runner, pgproof_version, progress)
         self.settings = target.physical
 
     def _binaries(self, info: SourceInfo) -> pgbin.PgBinaries:

@@ -15,13 +15,11 @@ with the ratio container/process and the difference in seconds (the fixed overhe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import yaml
 
@@ -31,10 +29,9 @@ from pgproof.backups.runner import Runner
 from pgproof.verifier.container import ContainerSandbox
 from pgproof.verifier.containersettings import ContainerSettings
 from pgproof.verifier.processsandbox import ProcessSandbox
-from pgproof.verifier.records import ResultRecord
 from pgproof.verifier.sandbox import LocalDirSandbox
 from tests.support.engine import podman_service
-from tests.support.fixtures import PGPROOF, s3_env
+from tests.support.fixtures import PGPROOF, timed_verify
 from tests.support.pgcluster import private_dir
 from tests.support.seaweed import seaweed_server
 
@@ -70,23 +67,6 @@ def life(make: Callable[[], LocalDirSandbox]) -> dict[str, float]:
 
 def medians(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-
-
-def verify(config: Path, kind: str) -> tuple[float, ResultRecord]:
-    args = ["--pitr", "latest"] if kind == "physical" else []
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [PGPROOF, "--config", str(config), "verify", "--kind", kind, "--json", *args],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, **s3_env()),
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
-    record = ResultRecord.from_dict(json.loads(proc.stdout)["results"][0])
-    if not record.passed:
-        raise RuntimeError(f"verify {kind} ({record.sandbox}): {record.verdict}: {record.cause}")
-    return elapsed, record
 
 
 def show(label: str, process: dict[str, float], container: dict[str, float]) -> None:
@@ -152,7 +132,7 @@ def main() -> int:
                 ):
                     doc["verifier"] = verifier
                     config.write_text(yaml.safe_dump(doc))
-                    total, record = verify(config, kind)
+                    total, record = timed_verify(config, kind)
                     runs[name].append({"wall": total, **record.phases})
             show(f"verify --kind {kind}", medians(runs["process"]), medians(runs["container"]))
         left = engine.sandbox_containers()

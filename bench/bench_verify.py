@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -30,7 +29,7 @@ from typing import Any
 from bench.bench_backup import as_postgres, bench_source, mb, pgbackrest_conf, row
 from pgproof.verifier.records import ResultRecord
 from tests.support.engine import podman_service
-from tests.support.fixtures import PGPROOF, s3_env
+from tests.support.fixtures import PGPROOF, timed_verify
 from tests.support.pgcluster import Cluster, private_dir
 from tests.support.seaweed import seaweed_server
 
@@ -144,19 +143,7 @@ def pgproof_verify(
         doc = yaml.safe_load(config.read_text())
         doc["verifier"] = verifier
         config.write_text(yaml.safe_dump(doc))
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [PGPROOF, "--config", str(config), "verify", "--kind", kind, "--json"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, **s3_env()),
-        check=False,
-    )
-    elapsed = time.perf_counter() - started
-    record = ResultRecord.from_dict(json.loads(proc.stdout)["results"][0])
-    if not record.passed:
-        raise RuntimeError(f"verify {kind}: {record.verdict}: {record.cause}")
-    return elapsed, record
+    return timed_verify(config, kind)
 
 
 def by_hand_logical(cluster: Cluster, backup_dir: Path, manifest: dict[str, object]) -> float:

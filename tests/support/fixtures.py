@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pgproof.verifier.records import ResultRecord
 from tests.support.pgcluster import Cluster, available_majors, make_cluster, private_dir
 from tests.support.ports import free_port
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3, start_seaweed
@@ -93,6 +95,24 @@ class Setup:
 
 def s3_env() -> dict[str, str]:
     return {"PGPROOF_TEST_S3_KEY": ACCESS_KEY, "PGPROOF_TEST_S3_SECRET": SECRET_KEY}
+
+
+def timed_verify(config: Path, kind: str) -> tuple[float, ResultRecord]:
+    """``pgproof verify --kind KIND --json`` (PITR latest): its wall time and its record;
+    RuntimeError unless it passed (a benchmark of a failing restore test measures nothing)."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [PGPROOF, "--config", str(config), "verify", "--kind", kind, "--json"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **s3_env()),
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    record = ResultRecord.from_dict(json.loads(proc.stdout)["results"][0])
+    if not record.passed:
+        raise RuntimeError(f"verify {kind} ({record.sandbox}): {record.verdict}: {record.cause}")
+    return elapsed, record
 
 
 def write_config(
