@@ -1,7 +1,7 @@
-"""Processes: is one alive, stop one (SIGTERM, a grace period, then SIGKILL), wait until
-something is ready. One policy for every place pgproof starts or stops a process: the
-command runner, the service's jobs and heartbeats, leftovers of a killed serve, and the
-sandboxes' servers.
+"""Processes: start one in its own process group, is one alive, stop one (SIGTERM, a grace
+period, then SIGKILL), wait until something is ready. One policy for every place pgproof
+starts or stops a process: the command runner, the async WAL worker, the service's jobs and
+heartbeats, leftovers of a killed serve, and the sandboxes' servers.
 
 A zombie (exited, not yet reaped by its parent) counts as gone: it holds no lock, no port
 and no file, and waiting for it to disappear would wait for a parent that may never look.
@@ -14,10 +14,42 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import IO
 
 GRACE_SECONDS = 10.0  # SIGTERM -> SIGKILL, unless the caller's settings say otherwise
 REAP_SECONDS = 30.0  # after SIGKILL: how long to wait for the kernel to finish a process
+
+
+def spawn(
+    argv: list[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: int | IO[bytes] | None = None,
+    stdout: int | IO[bytes] | None = None,
+    stderr: int | IO[bytes] | None = None,
+    cwd: str | None = None,
+    user: tuple[int, int] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (no shell) as the leader of its own session and process group, so that
+    it and whatever it starts can be stopped as one (``stop_child``) and a terminal's signals
+    do not reach it. ``user``: (uid, gid) to run as, with no supplementary groups.
+    OSError when it cannot be started."""
+    proc: subprocess.Popen[bytes] = subprocess.Popen(  # noqa: S603 - argv list, no shell
+        argv,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        pass_fds=pass_fds,
+        start_new_session=True,
+        user=user[0] if user is not None else None,
+        group=user[1] if user is not None else None,
+        extra_groups=[] if user is not None else None,
+    )
+    return proc
 
 
 def alive(pid: int) -> bool:

@@ -115,23 +115,18 @@ class Runner:
         stdout: int | None,
     ) -> subprocess.Popen[bytes]:
         run_as = self.postgres_identity() if as_postgres else None
-        kwargs: dict[str, object] = {}
-        if run_as is not None:
-            kwargs.update(user=run_as.uid, group=run_as.gid, extra_groups=[])
-            if cwd is None:
-                cwd = "/"
+        if run_as is not None and cwd is None:
+            cwd = "/"
         try:
-            proc: subprocess.Popen[bytes] = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            return process.spawn(
                 argv,
                 stdin=stdin,
                 stdout=stdout,
                 stderr=subprocess.PIPE,
                 env=self._env(env, run_as),
                 cwd=cwd,
-                start_new_session=True,
-                **kwargs,  # type: ignore[call-overload]
+                user=(run_as.uid, run_as.gid) if run_as is not None else None,
             )
-            return proc
         except OSError as exc:
             raise CommandError(self._shown(argv), None, "", f"could not start: {exc}") from exc
 

@@ -93,12 +93,11 @@ class ChildRunner:
 
     def run(self, target: str, job: str) -> JobResult:
         began = time.monotonic()
-        proc = subprocess.Popen(
+        proc = process.spawn(  # its own process group: killed as a whole if need be
             self.argv(target, job),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=lifeline.child_env(dict(self.env)),  # dies with serve
-            start_new_session=True,  # its own process group: killed as a whole if need be
         )
         with self._lock:
             self._running[proc.pid] = proc
@@ -261,12 +260,11 @@ class Heartbeat:
         if now < self.next_start or self.runner.stopping.is_set():
             return
         self.last_error = ""
-        self.proc = subprocess.Popen(
+        self.proc = process.spawn(
             self.runner.command(self.target, ("heartbeat",)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=lifeline.child_env(dict(self.runner.env)),  # dies with serve
-            start_new_session=True,
         )
         self._reader = threading.Thread(
             target=self._read_errors,

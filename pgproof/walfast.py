@@ -125,8 +125,10 @@ def run_foreground(
     def spawn(lock_fd: int) -> None:
         import subprocess
 
+        from pgproof.backups import process
+
         with open(spool.log_path(), "ab") as log:
-            subprocess.Popen(  # detached: outlives this archive_command
+            process.spawn(  # detached (its own session): outlives this archive_command
                 [
                     sys.executable,
                     "-m",
@@ -144,7 +146,6 @@ def run_foreground(
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 pass_fds=(lock_fd,),
-                start_new_session=True,
             )
 
     ok, why = walasync.wait_for(spool, name, timeout, spawn)
