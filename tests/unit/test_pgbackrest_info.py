@@ -1,0 +1,71 @@
+"""``pgbackrest info --output=json`` as pgBackRest 2.45 prints it (captured from a real run),
+read into typed backups and WAL ranges; what it says about a broken stanza, quoted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from pgproof.backups.pgbackrest import InfoError, parse_info
+
+# pgBackRest 2.45, PostgreSQL 15, one full backup (verbatim)
+HEALTHY = json.loads(
+    '[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000003",'
+    '"min":"000000010000000000000001"}],"backup":[{"archive":{"start":"000000010000000000000003",'
+    '"stop":"000000010000000000000003"},"backrest":{"format":5,"version":"2.45"},"database":'
+    '{"id":1,"repo-key":1},"error":false,"info":{"delta":38860638,"repository":{"delta":3913521,'
+    '"size":3913521},"size":38860638},"label":"20261129-170919F","lsn":{"start":"0/3000028",'
+    '"stop":"0/3000100"},"prior":null,"reference":null,"timestamp":{"start":1795972159,'
+    '"stop":1795972163},"type":"full"}],"cipher":"none","db":[{"id":1,"repo-key":1,"system-id":'
+    '7713641677942832542,"version":"15"}],"name":"main","repo":[{"cipher":"none","key":1,'
+    '"status":{"code":0,"message":"ok"}}],"status":{"code":0,"lock":{"backup":{"held":false}},'
+    '"message":"ok"}}]'
+)
+# the same tool asked for a stanza that is not in the repository (exit status 0)
+MISSING = json.loads(
+    '[{"archive":[],"backup":[],"cipher":"none","db":[],"name":"nope","repo":[{"cipher":"none",'
+    '"key":1,"status":{"code":1,"message":"missing stanza path"}}],"status":{"code":1,"lock":'
+    '{"backup":{"held":false}},"message":"missing stanza path"}}]'
+)
+
+
+def test_a_full_backup_and_its_wal_range() -> None:
+    info = parse_info(HEALTHY, "main")
+    (b,) = info.backups
+    assert (b.label, b.type, b.pg_major, b.system_identifier) == (
+        "20261129-170919F",
+        "full",
+        15,
+        "7713641677942832542",
+    )
+    assert (b.start_lsn, b.stop_lsn) == ("0/3000028", "0/3000100")
+    assert (b.start_wal, b.stop_wal) == ("000000010000000000000003",) * 2
+    assert b.started == dt.datetime(2026, 11, 29, 17, 9, 19, tzinfo=dt.UTC)
+    assert (b.finished - b.started).total_seconds() == 4
+    assert (b.size, b.stored, b.error, b.prior) == (38860638, 3913521, False, None)
+    (a,) = info.archives
+    assert (a.id, a.db_id, a.first, a.last) == ("15-1", 1, "000000010000000000000001", b.stop_wal)
+    assert info.cipher == "none"
+
+
+def test_a_missing_stanza_is_named_with_pgbackrests_own_words() -> None:
+    with pytest.raises(InfoError, match="stanza 'nope': missing stanza path.*repo1"):
+        parse_info(MISSING, "nope")
+    with pytest.raises(InfoError, match="does not list stanza 'other'"):
+        parse_info(HEALTHY, "other")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {},
+        [{"name": "main", "status": "ok"}],
+        [{**HEALTHY[0], "backup": [{**HEALTHY[0]["backup"][0], "lsn": None}]}],
+        [{**HEALTHY[0], "backup": [{**HEALTHY[0]["backup"][0], "database": {"id": 9}}]}],
+    ],
+)
+def test_output_it_does_not_understand_is_an_error_not_a_crash(broken: object) -> None:
+    with pytest.raises(InfoError):
+        parse_info(broken, "main")
