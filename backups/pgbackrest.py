@@ -12,25 +12,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
+from pgproof.backups.catalog import utc_iso
 from pgproof.backups.errors import CommandError, SourceError
+from pgproof.backups.health import HealthReport, RepoReport
 from pgproof.backups.runner import Runner
-from pgproof.backups.settings import read_secret
+from pgproof.backups.settings import PgBackRestSettings, read_secret
 
 BACKUP_TYPES = ("full", "diff", "incr")
-
-
-@dataclass(frozen=True)
-class PgBackRestSettings:
-    stanza: str
-    config: str | None = None  # --config; None: pgBackRest's default (/etc/pgbackrest...)
-    repo: int | None = None  # --repo; None: pgBackRest's default (repo1)
-    cipher_pass_env: str | None = None  # an environment variable holding the passphrase
-    cipher_pass_file: str | None = None  # or a file (its first line)
-    binary: str = "pgbackrest"
 
 
 @dataclass(frozen=True)
@@ -161,14 +155,29 @@ def _obj(value: object, what: str) -> Mapping[str, Any]:
     return value
 
 
+_LOCKING = ("info", "restore", "archive-get")  # the commands that take --lock-path
+
+
 class PgBackRest:
-    """pgBackRest run as this process's runner runs commands (as the postgres user when root)."""
+    """pgBackRest as pgproof runs it: read-only commands, with nothing written where
+    production's pgBackRest keeps its state (no log file; locks in a private directory), so a
+    restore test touches neither the repository nor the host's pgBackRest."""
 
     def __init__(self, settings: PgBackRestSettings, runner: Runner):
         self.settings = settings
         self.runner = runner
+        self.private = tempfile.mkdtemp(prefix="pgproof-pgbackrest-")
 
-    def argv(self, command: str, *options: str) -> list[str]:
+    def close(self) -> None:
+        shutil.rmtree(self.private, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def argv(self, command: str, *options: str, params: tuple[str, ...] = ()) -> list[str]:
         s = self.settings
         out = [s.binary]
         if s.config:
@@ -176,7 +185,12 @@ class PgBackRest:
         out.append(f"--stanza={s.stanza}")
         if s.repo is not None:
             out.append(f"--repo={s.repo}")
-        return [*out, "--log-level-console=warn", "--log-level-stderr=error", *options, command]
+        out += ["--log-level-console=warn", "--log-level-stderr=error", "--log-level-file=off"]
+        if command in _LOCKING:
+            out.append(f"--lock-path={self.private}")
+        if command == "archive-get":
+            out.append("--archive-async=n")
+        return [*out, *options, command, *params]
 
     def env(self) -> dict[str, str]:
         """The passphrase for pgBackRest, through its environment only."""
@@ -191,10 +205,7 @@ class PgBackRest:
     def info(self, timeout: float = 300) -> StanzaInfo:
         try:
             done = self.runner.run(
-                self.argv("info", "--output=json"),
-                timeout=timeout,
-                env=self.env(),
-                as_postgres=True,
+                self.argv("info", "--output=json"), timeout=timeout, env=self.env()
             )
         except CommandError as exc:
             raise SourceError(f"pgbackrest info (stanza {self.settings.stanza!r}): {exc}") from None
@@ -203,3 +214,136 @@ class PgBackRest:
         except ValueError:
             raise InfoError("pgbackrest info did not print JSON") from None
         return parse_info(raw, self.settings.stanza)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    report: str  # pgBackRest's own summary (``verify --output=text``)
+
+
+def parse_verify(text: str) -> VerifyResult:
+    """``pgbackrest verify --output=text``: ``status: ok`` or ``status: error`` with counts
+    (pgBackRest 2.45 exits 0 either way)."""
+    status = next(
+        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("status:")),
+        None,
+    )
+    if status not in ("ok", "error"):
+        raise InfoError(f"pgbackrest verify printed no status: {text.strip()[-300:]!r}")
+    return VerifyResult(status == "ok", text.strip())
+
+
+class Restorer(PgBackRest):
+    """The commands a restore test runs: restore a backup's files, fetch archived WAL, and
+    pgBackRest's own verify. Run as this process's user (root keeps the files' owners as
+    pgBackRest recorded them; pgproof then hands them to the sandbox's user)."""
+
+    def restore(self, label: str, data_dir: str, tablespace_dir: str, timeout: float) -> None:
+        """The backup's files into ``data_dir`` (tablespaces under ``tablespace_dir``, never
+        at production's paths); no recovery settings (pgproof writes its own)."""
+        argv = self.argv(
+            "restore",
+            f"--set={label}",
+            f"--pg1-path={data_dir}",
+            f"--tablespace-map-all={tablespace_dir}",
+            "--type=none",
+            "--archive-mode=off",
+        )
+        try:
+            self.runner.run(argv, timeout=timeout, env=self.env())
+        except CommandError as exc:
+            raise SourceError(f"pgbackrest restore of {label}: {exc}") from None
+
+    def archive_get(self, name: str, dest: str, timeout: float = 600) -> bool:
+        """One archived WAL file into ``dest``; False when the archive does not have it."""
+        try:
+            done = self.runner.run(
+                self.argv("archive-get", params=(name, dest)),
+                timeout=timeout,
+                env=self.env(),
+                ok_codes=(0, 1),
+            )
+        except CommandError as exc:
+            raise SourceError(f"pgbackrest archive-get {name}: {exc}") from None
+        return done.returncode == 0
+
+    def verify(self, timeout: float) -> VerifyResult:
+        try:
+            done = self.runner.run(
+                self.argv("verify", "--output=text", "--verbose"), timeout=timeout, env=self.env()
+            )
+        except CommandError as exc:
+            raise SourceError(f"pgbackrest verify: {exc}") from None
+        return parse_verify(done.stdout.decode(errors="replace"))
+
+
+def health(
+    settings: PgBackRestSettings,
+    runner: Runner,
+    target: str,
+    max_backup_age_seconds: float,
+    now: dt.datetime | None = None,
+    verify: bool = True,
+) -> HealthReport:
+    """``pgproof check`` of a pgBackRest stanza, without restoring: its backups as pgBackRest
+    lists them, the newest one's age, each backup's WAL within the archived range, and (with
+    ``verify``) ``pgbackrest verify`` over every backup file and archived segment."""
+    now = now or dt.datetime.now(dt.UTC)
+    where = f"pgbackrest:{settings.stanza}" + (f"/repo{settings.repo}" if settings.repo else "")
+    report = RepoReport(where, settings.config or "pgBackRest's default config")
+    problems: list[str] = []
+    with Restorer(settings, runner) as tool:
+        try:
+            info = tool.info()
+        except SourceError as exc:
+            report.reachable = False
+            return HealthReport(target, [report], [f"{where}: {exc}"], utc_iso(now))
+        checked: VerifyResult | SourceError | None = None
+        if verify:
+            try:
+                checked = tool.verify(timeout=24 * 3600)
+            except SourceError as exc:
+                checked = exc
+    for b in info.backups:
+        report.backups.append(
+            {
+                "id": b.label,
+                "kind": "physical",
+                "type": b.type,
+                "state": "complete",
+                "size_bytes": b.stored,
+                "database_bytes": b.size,
+                "started_at": utc_iso(b.started),
+                "finished_at": utc_iso(b.finished),
+                "start_wal": b.start_wal,
+                "stop_wal": b.stop_wal,
+            }
+        )
+        if b.error:
+            problems.append(f"{where}: backup {b.label}: pgBackRest found page checksum errors")
+    ranges = {a.db_id: a for a in info.archives}
+    for b in info.backups:
+        archived = ranges.get(b.db_id)
+        if b.stop_wal and (archived is None or not archived.last or archived.last < b.stop_wal):
+            problems.append(
+                f"{where}: backup {b.label}: its WAL up to {b.stop_wal} is not archived "
+                f"(the archive ends at {archived.last if archived else 'nothing'})"
+            )
+    if info.archives:
+        report.wal = {"first": info.archives[0].first, "last": info.archives[-1].last}
+    if not info.backups:
+        problems.append(f"{where}: no backup")
+    else:
+        age = (now - info.backups[-1].finished).total_seconds()
+        if age > max_backup_age_seconds:
+            problems.append(
+                f"{where}: the newest backup {info.backups[-1].label} is {age / 3600:.1f} h old "
+                f"(limit {max_backup_age_seconds / 3600:.1f} h)"
+            )
+    if isinstance(checked, SourceError):
+        problems.append(f"{where}: {checked}")
+    elif checked is not None and not checked.ok:
+        problems.append(f"{where}: pgbackrest verify: {' '.join(checked.report.split())}")
+    report.problems = problems
+    return HealthReport(target, [report], problems, utc_iso(now))

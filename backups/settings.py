@@ -107,6 +107,19 @@ class HeartbeatSettings:
 
 
 @dataclass(frozen=True)
+class PgBackRestSettings:
+    """A target whose backups pgBackRest makes (``source: {type: pgbackrest}``): pgproof
+    restore-tests them and never writes to that repository."""
+
+    stanza: str
+    config: str | None = None  # --config; None: pgBackRest's default (/etc/pgbackrest...)
+    repo: int | None = None  # --repo; None: pgBackRest's default (repo1)
+    cipher_pass_env: str | None = None  # an environment variable holding the passphrase
+    cipher_pass_file: str | None = None  # or a file (its first line)
+    binary: str = "pgbackrest"
+
+
+@dataclass(frozen=True)
 class TargetSettings:
     name: str
     source: SourceSettings
@@ -119,3 +132,6 @@ class TargetSettings:
     heartbeat: HeartbeatSettings = field(default_factory=HeartbeatSettings)
     max_backup_age_seconds: float = 26 * 3600
     lock_dir: str = "/run/pgproof"
+    # backups made by another tool (None: pgproof's own jobs); repositories then only hold
+    # the restore tests' records
+    foreign: PgBackRestSettings | None = None

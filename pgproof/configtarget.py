@@ -11,6 +11,7 @@ from pgproof.backups.compression import parse_method
 from pgproof.backups.settings import (
     HeartbeatSettings,
     LogicalSettings,
+    PgBackRestSettings,
     PhysicalSettings,
     RepoSettings,
     RetentionSettings,
@@ -30,10 +31,11 @@ def target(f: Fields, repos: dict[str, RepoSettings], max_age: float, lock_dir: 
     name = f.req_text("name")
     if not NAME.match(name):
         f.fail("name", "letters, digits, '.', '_' and '-' only (it names repository folders)")
+    foreign = _foreign(f.sub("source")) if f.has("source") else None
     settings = TargetSettings(
         name=name,
-        source=_source(f),
-        repositories=_repositories(f, repos),
+        source=_source(f, required=foreign is None),
+        repositories=_results(f, repos) if foreign is not None else _repositories(f, repos),
         pg_bin_dir=f.text("pg_bin_dir"),
         logical=_logical(f.sub("logical")),
         physical=_physical(f.sub("physical")),
@@ -42,8 +44,13 @@ def target(f: Fields, repos: dict[str, RepoSettings], max_age: float, lock_dir: 
         heartbeat=_heartbeat(f.sub("heartbeat")),
         max_backup_age_seconds=f.req_duration("max_backup_age", max_age),
         lock_dir=lock_dir,
+        foreign=foreign,
     )
+    if foreign is not None and settings.heartbeat.enabled and not settings.source.conninfo:
+        f.fail("heartbeat", "needs the target's conninfo (the heartbeat is written there)")
     when = _schedule(f.sub("schedule"))
+    if foreign is not None and ({"logical", "physical"} & set(when)):
+        f.fail("schedule", "pgBackRest makes this target's backups: schedule verify and check")
     checks = _checks(f)
     image = f.text("image")
     if image is not None and (problem := check_image_template(image)):
@@ -52,8 +59,10 @@ def target(f: Fields, repos: dict[str, RepoSettings], max_age: float, lock_dir: 
     return Target(settings, when, checks, image)
 
 
-def _source(f: Fields) -> SourceSettings:
-    conninfo = f.req_text("conninfo")
+def _source(f: Fields, required: bool) -> SourceSettings:
+    """The database itself (a target whose backups another tool makes may go without: then
+    no heartbeat and no archiver metrics)."""
+    conninfo = f.req_text("conninfo") if required else f.text_or("conninfo", "")
     if any(p.search(conninfo) for p in _PASSWORD_IN_CONNINFO):
         f.fail("conninfo", "must not contain a password; use password_env or password_file")
     password_env, password_file = f.text("password_env"), f.text("password_file")
@@ -74,6 +83,39 @@ def _repositories(f: Fields, repos: dict[str, RepoSettings]) -> tuple[RepoSettin
     if len(set(names)) != len(names):
         f.fail("repositories", "lists a repository twice")
     return tuple(repos[n] for n in names)
+
+
+def _foreign(sf: Fields) -> PgBackRestSettings:
+    """``source:``: the tool that makes the target's backups (pgproof only reads them)."""
+    sf.req_choice("type", ("pgbackrest",), "pgbackrest")
+    d = PgBackRestSettings("")
+    settings = PgBackRestSettings(
+        stanza=sf.req_text("stanza"),
+        config=sf.text("config"),
+        repo=sf.integer("repo", d.repo, 1, 256),
+        cipher_pass_env=sf.text("cipher_pass_env"),
+        cipher_pass_file=sf.text("cipher_pass_file"),
+        binary=sf.text_or("binary", d.binary),
+    )
+    if settings.cipher_pass_env and settings.cipher_pass_file:
+        sf.fail("cipher_pass_file", "give cipher_pass_env or cipher_pass_file, not both")
+    for key in ("config", "cipher_pass_file"):
+        value = getattr(settings, key)
+        if value and not os.path.isabs(value):
+            sf.fail(key, "must be an absolute path")
+    sf.done()
+    return settings
+
+
+def _results(f: Fields, repos: dict[str, RepoSettings]) -> tuple[RepoSettings, ...]:
+    """``results:``: the pgproof repository the restore tests' records go to (never the
+    foreign one)."""
+    if f.has("repositories"):
+        f.fail("repositories", "a target with a source takes results: (where records go)")
+    name = f.req_text("results")
+    if name not in repos:
+        f.fail("results", f"no repository named {name!r}")
+    return (repos[name],)
 
 
 def _schedule(sf: Fields) -> dict[str, schedules.Schedule]:

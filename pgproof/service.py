@@ -48,13 +48,17 @@ log = logging.getLogger("pgproof.serve")
 def exported_targets(cfg: Config) -> list[ExportedTarget]:
     out = []
     for t in cfg.targets:
-        kinds = tuple(k for k in KINDS if k in t.schedule)
+        kinds = tuple(k for k in KINDS if k in t.schedule) or KINDS
+        if t.settings.foreign is not None:
+            # pgBackRest's backups are not in pgproof's repositories: expecting them there
+            # would alert on backups that exist (their age comes from the tool, see README)
+            kinds = ()
         out.append(
             ExportedTarget(
                 t.name,
                 tuple(r.name for r in t.settings.repositories),
-                t.settings.source,
-                kinds or KINDS,
+                t.settings.source if t.settings.source.conninfo else None,
+                kinds,
                 cfg.limits_for(t),
             )
         )

@@ -9,6 +9,7 @@ import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from pgproof.backups import catalog, kinds
 from pgproof.backups.progress import Progress
@@ -20,6 +21,9 @@ from pgproof.verifier.containersettings import ContainerSettings
 from pgproof.verifier.records import CheckResult, Pitr
 from pgproof.verifier.sandbox import Sandbox
 from pgproof.verifier.settings import VerifierSettings
+
+if TYPE_CHECKING:
+    from pgproof.verifier.walprefetch import Prefetched
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,20 @@ class Findings:
     bytes_restored: int = 0
 
 
+class PhysicalOrigin(Protocol):
+    """Where a physical restore test's files and WAL come from (``verifier.physical`` has
+    pgproof's own repositories, ``verifier.foreign`` other tools' backups)."""
+
+    def fetch(self, job: RestoreJob) -> tuple[catalog.Manifest, Prefetched | None]:
+        """The backup's files into ``job.sandbox.data_dir`` and its WAL prefetched (None:
+        the backup carries its WAL); the manifest completed with what the files say."""
+        ...
+
+    def integrity(self, job: RestoreJob, wal_included: bool) -> CheckResult:
+        """The ``verifybackup`` check: the backup's files against its own checksums."""
+        ...
+
+
 @dataclass(frozen=True)
 class RestoreJob:
     """Everything one restore test works with (logical or physical)."""
@@ -94,6 +112,7 @@ class RestoreJob:
     findings: Findings
     progress: Progress
     started: dt.datetime  # when the restore test started (the RPO is measured from it)
+    origin: PhysicalOrigin | None = None  # None: pgproof's own repositories
 
 
 def amcheck_check(

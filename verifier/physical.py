@@ -42,10 +42,12 @@ from pgproof.verifier.walprefetch import Prefetched, prefetch
 
 def run_physical(job: RestoreJob) -> None:
     """The physical restore test: the steps of the module's docstring, each timed."""
-    sandbox, manifest, found = job.sandbox, job.manifest, job.findings
+    origin = job.origin or OWN_REPOSITORIES
     with job.timer.measure("fetch"):
-        wal = _fetch(job)
-    verify_result = physicalchecks.verifybackup(sandbox, wal is None)
+        manifest, wal = origin.fetch(job)
+    job = dataclasses.replace(job, manifest=manifest)  # completed by what the files say
+    sandbox, found = job.sandbox, job.findings
+    verify_result = origin.integrity(job, wal is None)
     # the links into the sandbox are in place; the backup's map names production's paths
     (sandbox.data_dir / "tablespace_map").unlink(missing_ok=True)
     # the restored cluster's bootstrap superuser (trust on the private socket)
@@ -66,6 +68,20 @@ def run_physical(job: RestoreJob) -> None:
     with job.timer.measure("checks"):
         results = [verify_result, physicalchecks.replay_check(reached, target, wal, manifest)]
         found.checks = results + _checks(job, dbs, target, reached, newest_commit, wal)
+
+
+class _OwnRepositories:
+    """pgproof's own backups: files and WAL from the target's repositories, checked by
+    pg_verifybackup against the backup's backup_manifest."""
+
+    def fetch(self, job: RestoreJob) -> tuple[catalog.Manifest, Prefetched | None]:
+        return job.manifest, _fetch(job)
+
+    def integrity(self, job: RestoreJob, wal_included: bool) -> CheckResult:
+        return physicalchecks.verifybackup(job.sandbox, wal_included)
+
+
+OWN_REPOSITORIES = _OwnRepositories()
 
 
 def _fetch(job: RestoreJob) -> Prefetched | None:

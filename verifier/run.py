@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -34,6 +35,9 @@ from pgproof.verifier.records import BackupRef, ResultRecord
 from pgproof.verifier.sandbox import Sandbox, reap_leftovers
 from pgproof.verifier.settings import VerifierSettings
 from pgproof.verifier.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from pgproof.verifier.foreign import PgBackRestOrigin
 
 SandboxFactory = Callable[[int, Runner], Sandbox]  # (the backup's major, runner)
 RestoreTest = Callable[[RestoreJob], None]  # restores into job.sandbox, adds to job.findings
@@ -100,6 +104,15 @@ def choose_backup(
     return next((r, m) for r, m in found if m.finished_at == newest)
 
 
+def origin_for(request: VerifyRequest, runner: Runner) -> PgBackRestOrigin | None:
+    """Where the target's backups come from when another tool makes them."""
+    if request.target.foreign is None:
+        return None
+    from pgproof.verifier.foreign import PgBackRestOrigin
+
+    return PgBackRestOrigin(request.target.foreign, runner)
+
+
 def judge(restore: Callable[[], None], findings: Findings) -> tuple[Verdict, str]:
     """Run the restore test; its verdict and cause. What stopped it decides (damage found:
     failed; anything that kept it from judging: error); else its checks do."""
@@ -129,13 +142,44 @@ def verify(
     """Run one restore test and store its record; the record is returned either way.
     ``sandbox_factory`` and ``restore_tests`` replace the real ones (unit tests of the
     verdict use a fake sandbox and scripted restore tests)."""
+    origin = origin_for(request, runner)
+    try:
+        return _verify(
+            request, repos, runner, version, progress, sandbox_factory, restore_tests, origin
+        )
+    finally:
+        if origin is not None:
+            origin.close()
+
+
+def _verify(
+    request: VerifyRequest,
+    repos: Sequence[Repository],
+    runner: Runner,
+    version: str,
+    progress: Progress | None,
+    sandbox_factory: SandboxFactory | None,
+    restore_tests: Mapping[Kind, RestoreTest],
+    origin: PgBackRestOrigin | None,
+) -> ResultRecord:
     started = dt.datetime.now(dt.UTC)
-    repo, manifest = choose_backup(repos, request.target.name, request.kind, request.backup_id)
+    newest = records.newest(repos, request.target.name)  # the chain continues from it
+    if origin is None:
+        repo, manifest = choose_backup(repos, request.target.name, request.kind, request.backup_id)
+        backup = BackupRef(repo.name, manifest.size, manifest.finished_at, manifest.compression)
+    else:  # another tool's backup; the repositories hold only the records
+        repo = repos[0]
+        try:
+            manifest = origin.choose(request.target.name, request.kind, request.backup_id)
+        except BackupError as exc:  # the tool, its repository or credentials: an error
+            unlisted = _unlisted(request, origin.where, started, version, exc, newest)
+            return _store(repos, unlisted)
+        stored = int(manifest.extra.get("stored_bytes", 0))
+        backup = BackupRef(origin.where, stored, manifest.finished_at, manifest.compression)
     if manifest.kind == "physical" and (request.pitr or "latest") != "random":
         from pgproof.verifier import pitr
 
         pitr.choose(request.pitr or "latest", manifest.finished, None)  # TargetError: usage
-    newest = records.newest(repos, request.target.name)  # the chain continues from it
     try:
         reap(request.settings.workdir, request.container)
     except EngineUnavailable:
@@ -168,6 +212,7 @@ def verify(
                 findings,
                 progress or NullProgress(),
                 started,
+                origin,
             )
             restore_tests[manifest.kind](job)
 
@@ -191,10 +236,38 @@ def verify(
         sandbox=sandbox_kind,
         sandbox_image=image,
         pgproof_version=version,
-        backup=BackupRef(repo.name, manifest.size, manifest.finished_at, manifest.compression),
+        backup=backup,
         prev_sha256=newest[1] if newest else None,
     )
+    return _store(repos, record)
+
+
+def _store(repos: Sequence[Repository], record: ResultRecord) -> ResultRecord:
     failed = records.store(repos, record)
     if failed and len(failed) == len(repos):
         raise VerifierError(f"the result record could not be stored anywhere: {failed}")
     return record
+
+
+def _unlisted(
+    request: VerifyRequest,
+    where: str,
+    started: dt.datetime,
+    version: str,
+    exc: BaseException,
+    newest: tuple[str, str] | None,
+) -> ResultRecord:
+    """The record of a restore test whose backups could not even be listed."""
+    return ResultRecord(
+        id=ids.new_result_id(started, after=newest[0] if newest else None),
+        target=request.target.name,
+        backup_id=request.backup_id or "latest",
+        kind=request.kind,
+        started_at=catalog.utc_iso(started),
+        finished_at=catalog.utc_iso(dt.datetime.now(dt.UTC)),
+        verdict="error",
+        cause=f"{where}: {exc}",
+        pgproof_version=version,
+        backup=BackupRef(where),
+        prev_sha256=newest[1] if newest else None,
+    )

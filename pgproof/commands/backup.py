@@ -13,12 +13,17 @@ from pgproof.backups.lock import target_lock
 from pgproof.backups.runner import Runner
 from pgproof.backups.storage.factory import opened
 from pgproof.config import Config, Target
-from pgproof.output import EXIT_FAILED, EXIT_OK, err, out_json, progress_for
+from pgproof.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out_json, progress_for
 from pgproof.verifier import records
 
 
 def cmd_backup(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
     target = targets[0]
+    if target.settings.foreign is not None:
+        err(
+            f"backup: pgBackRest makes the backups of target {target.name}; pgproof only tests them"
+        )
+        return EXIT_USAGE
 
     def terminate(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)  # unwinds: tools stopped, uploads aborted, no manifest
@@ -68,6 +73,8 @@ def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
     doc = []
     status = EXIT_OK
     for target in targets:
+        if target.settings.foreign is not None:
+            continue  # pgBackRest keeps its own retention; the records are never deleted
         try:
             with (
                 opened(target.settings.repositories) as repos,

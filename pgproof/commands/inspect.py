@@ -6,8 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from pgproof.backups import catalog, health
+from pgproof.backups import catalog, health, pgbackrest
 from pgproof.backups.errors import BackupError
+from pgproof.backups.runner import Runner
 from pgproof.backups.storage.base import Repository
 from pgproof.backups.storage.factory import opened
 from pgproof.config import Config, Target
@@ -40,9 +41,42 @@ def _rows(target: str, repo: Repository) -> list[dict[str, Any]]:
     return rows
 
 
+def _foreign_rows(target: Target) -> list[dict[str, Any]]:
+    """A pgBackRest target's backups as pgBackRest lists them, with their newest restore test
+    from the results repository."""
+    assert target.settings.foreign is not None
+    report = pgbackrest.health(
+        target.settings.foreign,
+        Runner(),
+        target.name,
+        target.settings.max_backup_age_seconds,
+        verify=False,
+    )
+    where = report.repositories[0].repository
+    if not report.repositories[0].reachable:
+        return [{"target": target.name, "repository": where, "error": "; ".join(report.problems)}]
+    with opened(target.settings.repositories) as repos:
+        tested = records.newest_per_backup(
+            records.readable(records.read_all(repos[0], target.name))
+        )
+    rows = []
+    for row in report.repositories[0].backups:
+        last = tested.get(row["id"])
+        row["last_verification"] = (
+            {"verdict": last.verdict, "finished_at": last.finished_at, "result": last.id}
+            if last
+            else None
+        )
+        rows.append({"target": target.name, "repository": where, **row})
+    return rows
+
+
 def cmd_list(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
     doc: list[dict[str, Any]] = []
     for target in targets:
+        if target.settings.foreign is not None:
+            doc += _foreign_rows(target)
+            continue
         with opened(target.settings.repositories) as repos:
             for repo in repos:
                 doc += _rows(target.name, repo)
@@ -78,6 +112,17 @@ def cmd_check(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace
         sys.stderr.flush()
 
     for target in targets:
+        if target.settings.foreign is not None:
+            reports.append(
+                pgbackrest.health(
+                    target.settings.foreign,
+                    Runner(),
+                    target.name,
+                    target.settings.max_backup_age_seconds,
+                    verify=not args.no_data,
+                )
+            )
+            continue
         with opened(target.settings.repositories) as repos:
             report = health.check(
                 target.name,

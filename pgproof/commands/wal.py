@@ -10,11 +10,20 @@ from pgproof.backups import walarchive
 from pgproof.backups.errors import BackupError
 from pgproof.backups.storage.factory import close_all, open_all, opened
 from pgproof.config import Config, Target
-from pgproof.output import EXIT_FAILED, EXIT_FETCH_ABORT, EXIT_OK, err
+from pgproof.output import EXIT_FAILED, EXIT_FETCH_ABORT, EXIT_OK, EXIT_USAGE, err
+
+
+def _foreign(target: Target, command: str) -> bool:
+    if target.settings.foreign is None:
+        return False
+    err(f"{command}: pgBackRest archives the WAL of target {target.name}, not pgproof")
+    return True
 
 
 def cmd_wal_push(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
     target = targets[0]
+    if _foreign(target, "wal-push"):
+        return EXIT_USAGE
     walfast.write_cache(
         cfg.path,
         {
@@ -83,6 +92,8 @@ def cmd_wal_push_worker(cfg: Config, targets: tuple[Target, ...], args: argparse
 
 def cmd_wal_fetch(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
     target = targets[0]
+    if _foreign(target, "wal-fetch"):
+        return EXIT_USAGE
     try:
         with opened(target.settings.repositories) as repos:
             # Local repositories first: they are the fastest and need no network.

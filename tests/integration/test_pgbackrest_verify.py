@@ -1,0 +1,180 @@
+"""Restore tests of backups pgBackRest made (issue 14): the real pgBackRest restores the files
+and fetches the WAL, pgproof's verifier does the rest (PITR, the heartbeat proof, amcheck,
+the full read, pg_checksums) and keeps the record in its own repository. The pgBackRest
+repositories' bytes are the same before and after every test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pgproof.verifier.records import ResultRecord
+from tests.support.fixtures import PGPROOF
+from tests.support.pgbackrest import PASSPHRASE, Stanzas, pgbackrest_stanzas, tree_hash
+from tests.support.pgcluster import private_dir
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("pgbackrest") is None, reason="pgbackrest not installed"),
+]
+PASS_ENV = "PGPROOF_TEST_BR_PASS"
+
+
+@dataclass
+class Source:
+    stanzas: Stanzas
+    config: Path
+    results: Path
+    gap_repo: Path  # a copy of the plain repository with one archived segment removed
+    removed: str
+
+    def pgproof(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PGPROOF, "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, PASS_ENV: PASSPHRASE, **(env or {})},
+        )
+
+    def verify(self, target: str, *args: str, env: dict[str, str] | None = None) -> ResultRecord:
+        done = self.pgproof(
+            "verify", "--target", target, "--kind", "physical", "--json", *args, env=env
+        )
+        assert done.stdout, done.stderr
+        (record,) = json.loads(done.stdout)["results"]
+        return ResultRecord.from_dict(record)
+
+
+def write_config(path: Path, st: Stanzas, results: Path, gap: Path, locks: Path) -> None:
+    common = {
+        "conninfo": st.cluster.conninfo(),
+        "results": "local",
+        "heartbeat": {"enabled": True, "every_seconds": 1},
+    }
+    doc = {
+        "lock_dir": str(locks),
+        "repositories": [{"name": "local", "type": "filesystem", "path": str(results)}],
+        "verifier": {"share_sandbox_user": False},
+        "targets": [
+            {
+                "name": "plain",
+                **common,
+                "source": {"type": "pgbackrest", "stanza": "main", "config": str(st.plain)},
+            },
+            {
+                "name": "encrypted",
+                **common,
+                "source": {
+                    "type": "pgbackrest",
+                    "stanza": "main",
+                    "config": str(st.encrypted),
+                    "cipher_pass_env": PASS_ENV,
+                },
+            },
+            {
+                "name": "gap",
+                "conninfo": st.cluster.conninfo(),
+                "results": "local",
+                "source": {"type": "pgbackrest", "stanza": "main", "config": str(gap)},
+            },
+        ],
+    }
+    path.write_text(yaml.safe_dump(doc))
+
+
+@pytest.fixture(scope="module")
+def source() -> Iterator[Source]:
+    with pgbackrest_stanzas() as st:
+        base = private_dir("pgproof-brsrc-")
+        results, locks = base / "results", base / "locks"
+        results.mkdir()
+        config = base / "pgproof.yaml"
+        write_config(config, st, results, base / "gap.conf", locks)
+        beats = subprocess.Popen(
+            [PGPROOF, "--config", str(config), "heartbeat", "--target", "plain"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(3)
+            st.backup()
+            st.cluster.sql("create table after_backup as select g from generate_series(1, 50000) g")
+            time.sleep(3)
+            st.cluster.switch_wal()
+            st.cluster.sql("insert into after_backup select g from generate_series(1, 50000) g")
+            time.sleep(3)
+            last = st.cluster.switch_wal()
+            deadline = time.monotonic() + 60
+            archive = st.repos[0] / "archive" / "main"
+            while not list(archive.rglob(f"{last}-*")) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            beats.terminate()
+            beats.wait(30)
+        # the gap: a copy of the plain repository without the segment after the backup's
+        gap_repo = base / "gap-repo"
+        shutil.copytree(st.repos[0], gap_repo, symlinks=True)
+        segments = sorted(p for p in (gap_repo / "archive" / "main").rglob("0000000*.gz"))
+        removed = segments[-2]
+        removed.unlink()
+        subprocess.run(["chown", "-R", "postgres:postgres", str(base)], check=True)
+        st.reader_for(gap_repo, "gap").rename(base / "gap.conf")
+        try:
+            yield Source(st, config, results, gap_repo, removed.name[:24])
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_pgbackrest_backup_passes_with_the_heartbeat_proof(source: Source) -> None:
+    before = [tree_hash(r) for r in source.stanzas.repos]
+    r = source.verify("plain")
+    assert r.verdict == "passed", (r.cause, [(c.name, c.verdict, c.detail) for c in r.checks])
+    checks = {c.name: c for c in r.checks}
+    assert "pgbackrest verify" in checks["verifybackup"].detail
+    assert checks["heartbeat"].verdict == "passed"
+    assert {"wal_replay", "amcheck", "readable", "checksums"} <= set(checks)
+    assert r.backup is not None and r.backup.repository == "pgbackrest:main"
+    assert r.backup_id.endswith("F") and r.pitr is not None and r.pitr.reached_lsn
+    random = source.verify("plain", "--pitr", "random")
+    assert random.verdict == "passed", random.cause
+    assert [tree_hash(r) for r in source.stanzas.repos] == before  # never written
+
+
+def test_an_encrypted_repository_and_a_wrong_passphrase(source: Source) -> None:
+    before = tree_hash(source.stanzas.repos[1])
+    assert source.verify("encrypted").verdict == "passed"
+    wrong = source.verify("encrypted", env={PASS_ENV: "not-the-passphrase"})
+    assert wrong.verdict == "error", wrong.cause
+    assert "not-the-passphrase" not in wrong.cause and "pgbackrest" in wrong.cause
+    assert tree_hash(source.stanzas.repos[1]) == before
+
+
+def test_a_segment_missing_from_the_archive_fails_by_name(source: Source) -> None:
+    before = tree_hash(source.gap_repo)
+    r = source.verify("gap")
+    assert r.verdict == "failed", r.cause
+    assert source.removed in r.cause
+    assert tree_hash(source.gap_repo) == before
+
+
+def test_list_and_check_read_the_stanza(source: Source) -> None:
+    listed = json.loads(source.pgproof("list", "--target", "plain", "--json").stdout)["backups"]
+    assert listed and listed[-1]["repository"] == "pgbackrest:main"
+    assert listed[-1]["last_verification"] is not None
+    checked = source.pgproof("check", "--target", "plain", "--json")
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 0 and report["healthy"], report
+    refused = source.pgproof("backup", "physical", "--target", "plain")
+    assert refused.returncode == 2 and "pgBackRest makes the backups" in refused.stderr

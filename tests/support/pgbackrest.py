@@ -1,0 +1,111 @@
+"""A PostgreSQL 15 source backed up by the real pgBackRest (Debian's 2.45) into two stanza
+repositories on this machine: one plain, one encrypted (aes-256-cbc). The archive's config
+holds the passphrase (as production's does); the config pgproof reads does not (pgproof
+takes it from its environment)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.pgcluster import Cluster, make_cluster, private_dir
+from tests.support.ports import free_port
+
+PASSPHRASE = "correct-horse-battery-staple-7"
+
+
+@dataclass
+class Stanzas:
+    cluster: Cluster
+    root: Path
+    plain: Path  # the config pgproof reads with (no passphrase in it)
+    encrypted: Path
+    repos: tuple[Path, Path]
+    writers: tuple[Path, Path]  # the archive's configs (with the passphrase)
+
+    def backup(self) -> None:
+        for full in self.writers:
+            as_postgres("pgbackrest", f"--config={full}", "--stanza=main", "--type=full", "backup")
+
+    def reader_for(self, repo: Path, name: str) -> Path:
+        """A pgproof-side config reading another copy of the plain repository."""
+        conf = self.root / f"{name}-reader.conf"
+        conf.write_text(self.plain.read_text().replace(str(self.repos[0]), str(repo)))
+        conf.chmod(0o644)
+        return conf
+
+
+def as_postgres(*argv: str) -> str:
+    done = subprocess.run(
+        ["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _conf(root: Path, name: str, cluster: Cluster, cipher: bool) -> tuple[Path, Path, Path]:
+    repo = root / f"repo-{name}"
+    for sub in (repo, root / "lock", root / "log", root / "spool"):
+        sub.mkdir(parents=True, exist_ok=True)
+    base = (
+        f"[global]\nrepo1-path={repo}\nrepo1-retention-full=2\ncompress-type=gz\n"
+        f"start-fast=y\nlog-level-console=warn\nlog-level-file=off\nlock-path={root}/lock\n"
+        f"log-path={root}/log\nspool-path={root}/spool\n"
+    )
+    stanza = (
+        f"\n[main]\npg1-path={cluster.datadir}\npg1-socket-path={cluster.socket_dir}\n"
+        f"pg1-port={cluster.port}\n"
+    )
+    cipher_type = "repo1-cipher-type=aes-256-cbc\n" if cipher else ""
+    secret = f"repo1-cipher-pass={PASSPHRASE}\n" if cipher else ""
+    full, reader = root / f"{name}.conf", root / f"{name}-reader.conf"
+    full.write_text(base + cipher_type + secret + stanza)
+    reader.write_text(base + cipher_type + stanza)
+    full.chmod(0o600)
+    reader.chmod(0o644)
+    subprocess.run(["chown", "-R", "postgres:postgres", str(root)], check=True)
+    return full, reader, repo
+
+
+@contextlib.contextmanager
+def pgbackrest_stanzas(major: int = 15) -> Iterator[Stanzas]:
+    """The source running and archiving into both stanzas, pgbench data loaded, no backup."""
+    cluster = make_cluster(major, free_port())
+    root = private_dir("pgproof-pgbr-")
+    try:
+        cluster.initdb(checksums=True)
+        plain_full, plain, plain_repo = _conf(root, "plain", cluster, cipher=False)
+        enc_full, encrypted, enc_repo = _conf(root, "enc", cluster, cipher=True)
+        both = root / "pgbackrest-archive-both.sh"  # pgBackRest checks the command's name
+        both.write_text(
+            "#!/bin/sh\nset -e\n"
+            f'pgbackrest --config={plain_full} --stanza=main archive-push "$1"\n'
+            f'pgbackrest --config={enc_full} --stanza=main archive-push "$1"\n'
+        )
+        both.chmod(0o755)
+        cluster.set(archive_mode="on", archive_command=f"'{both} %p'")
+        cluster.start()
+        for full in (plain_full, enc_full):
+            as_postgres("pgbackrest", f"--config={full}", "--stanza=main", "stanza-create")
+        cluster.pgbench("-i", "-q", "-s", "1")
+        yield Stanzas(
+            cluster, root, plain, encrypted, (plain_repo, enc_repo), (plain_full, enc_full)
+        )
+    finally:
+        cluster.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def tree_hash(root: Path) -> str:
+    """Every name and byte under ``root``: equal before and after means nothing was written."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        h.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()

@@ -1,0 +1,222 @@
+"""Physical backups pgproof did not make, restore-tested like its own: where they come from
+is an *origin* (``verifier.job.PhysicalOrigin``); everything after the files are in the
+sandbox (recovery to the PITR target, the heartbeat proof, amcheck, the full read,
+pg_checksums, the record) is ``verifier.physical`` unchanged.
+
+pgBackRest: the backup is listed by ``pgbackrest info``, its files restored by
+``pgbackrest restore --type=none`` into the sandbox (tablespaces mapped inside it), the
+archive listed by ``pgbackrest repo-ls`` and the WAL fetched by ``pgbackrest archive-get``,
+the same commands production would restore with. pgproof runs them, not the sandbox: the
+sandbox's OS user never reads the repository, and recovery replays the fetched copies with
+the same local restore_command as for pgproof's own backups. Nothing is written to the
+repository. ``pgbackrest verify`` is the tool's own integrity check (in place of
+pg_verifybackup, which needs a backup_manifest pgBackRest does not write).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+
+from pgproof.backups import catalog, walarchive, walnames
+from pgproof.backups.errors import CommandError, SourceError
+from pgproof.backups.kinds import Kind
+from pgproof.backups.pgbackrest import Backup, Restorer, StanzaInfo
+from pgproof.backups.runner import Runner
+from pgproof.backups.settings import PgBackRestSettings
+from pgproof.verifier import authid, basefiles
+from pgproof.verifier.errors import NoBackup, RestoreFailed, SandboxError
+from pgproof.verifier.job import RestoreJob
+from pgproof.verifier.records import CheckResult
+from pgproof.verifier.walprefetch import Prefetched, plan
+
+FETCH_WORKERS = 4
+
+
+def manifest_of(backup: Backup, target: str, stanza: str) -> catalog.Manifest:
+    """A pgBackRest backup described as the restore test needs it. What the listing does not
+    say (segment size, data checksums, the bootstrap superuser) is read from the restored
+    files (``PgBackRestOrigin.fetch``)."""
+    seg = walnames.DEFAULT_SEGMENT_SIZE
+    timeline = walnames.parse_segment_name(backup.start_wal, seg)[0] if backup.start_wal else None
+    return catalog.Manifest(
+        id=backup.label,
+        kind="physical",
+        target=target,
+        system_identifier=backup.system_identifier,
+        pg_version=str(backup.pg_major),
+        pg_version_num=backup.pg_major * 10000,
+        started_at=catalog.utc_iso(backup.started),
+        finished_at=catalog.utc_iso(backup.finished),
+        compression="pgbackrest",
+        files=(),
+        tools={"pgbackrest": "pgbackrest"},
+        pgproof_version="",
+        repositories=(f"pgbackrest:{stanza}",),
+        wal_segment_size=seg,
+        data_checksums=False,
+        start_lsn=backup.start_lsn,
+        stop_lsn=backup.stop_lsn,
+        timeline=timeline,
+        start_wal=backup.start_wal,
+        stop_wal=backup.stop_wal,
+        extra={"source": "pgbackrest", "type": backup.type, "stored_bytes": backup.stored},
+    )
+
+
+class PgBackRestOrigin:
+    kind = "pgbackrest"
+
+    def __init__(self, settings: PgBackRestSettings, runner: Runner):
+        self.settings = settings
+        self.tool = Restorer(settings, runner)
+        self.info: StanzaInfo | None = None
+
+    def close(self) -> None:
+        self.tool.close()
+
+    @property
+    def where(self) -> str:
+        return f"pgbackrest:{self.settings.stanza}" + (
+            f"/repo{self.settings.repo}" if self.settings.repo else ""
+        )
+
+    def choose(self, target: str, kind: Kind, backup_id: str | None) -> catalog.Manifest:
+        """The newest backup (or the one labelled ``backup_id``) of the stanza."""
+        if kind != "physical":
+            raise NoBackup(f"pgBackRest makes physical backups only ({self.where})", kind, None)
+        self.info = self.tool.info()
+        found = [b for b in self.info.backups if backup_id in (None, b.label)]
+        if not found:
+            what = f"backup {backup_id}" if backup_id else "backup"
+            raise NoBackup(f"no {what} in {self.where}", kind, backup_id)
+        newest = found[-1]
+        if newest.start_wal is None:
+            raise SourceError(f"{newest.label} is an offline backup: it has no WAL to replay")
+        return manifest_of(newest, target, self.settings.stanza)
+
+    def fetch(self, job: RestoreJob) -> tuple[catalog.Manifest, Prefetched | None]:
+        """The backup's files into the sandbox, then the WAL from its start to the newest
+        archived segment, with the gaps and timeline path checked as for pgproof's own."""
+        sandbox, manifest = job.sandbox, job.manifest
+        sandbox.data_dir.mkdir(mode=0o700, exist_ok=True)
+        tablespaces = basefiles.tablespace_root(sandbox)
+        tablespaces.mkdir(parents=True, exist_ok=True)
+        timeout = job.request.settings.timeout_seconds
+        self.tool.restore(manifest.id, str(sandbox.data_dir), str(tablespaces), timeout)
+        owner = job.runner.postgres_identity()
+        if owner is not None:
+            basefiles.chown_tree(sandbox.data_dir, owner.uid, owner.gid)
+            basefiles.chown_tree(tablespaces, owner.uid, owner.gid)
+        manifest = self._described(job, manifest)
+        wal = self._wal(job, manifest)
+        job.findings.bytes_restored = int(manifest.extra.get("stored_bytes", 0)) + wal.bytes
+        return manifest, wal
+
+    def integrity(self, job: RestoreJob, wal_included: bool) -> CheckResult:
+        """``pgbackrest verify``: every backup file and archived WAL of the stanza against
+        the checksums pgBackRest recorded."""
+        result = self.tool.verify(job.request.settings.timeout_seconds)
+        evidence = {"tool": "pgbackrest verify", "report": result.report[-2000:]}
+        if not result.ok:
+            return CheckResult(
+                "verifybackup",
+                "failed",
+                f"pgbackrest verify found damage in {self.where}: "
+                + " ".join(result.report.split())[-300:],
+                evidence,
+            )
+        return CheckResult(
+            "verifybackup",
+            "passed",
+            f"pgbackrest verify: every file of {self.where} matches its recorded checksum",
+            evidence,
+        )
+
+    def _described(self, job: RestoreJob, manifest: catalog.Manifest) -> catalog.Manifest:
+        """Segment size and checksums from pg_controldata, the superuser from pg_authid."""
+        data = job.sandbox.data_dir
+        try:
+            out = job.sandbox.run("pg_controldata", [str(data)], timeout=60).stdout
+        except CommandError as exc:
+            raise RestoreFailed(f"pg_controldata on the restored files: {exc}") from None
+        control = dict(
+            (k.strip(), v.strip())
+            for k, _, v in (
+                line.partition(":") for line in out.decode(errors="replace").splitlines()
+            )
+        )
+        try:
+            segment = int(control["Bytes per WAL segment"])
+            checksums = control.get("Data page checksum version", "0") != "0"
+        except (KeyError, ValueError):
+            raise RestoreFailed("pg_controldata does not read the restored pg_control") from None
+        try:
+            names = authid.bootstrap_superusers((data / "global" / "1260").read_bytes())
+        except OSError as exc:
+            raise RestoreFailed(f"the restored files have no pg_authid: {exc}") from None
+        if not names:
+            raise SandboxError("no bootstrap superuser (role oid 10) in the restored pg_authid")
+        return dataclasses.replace(
+            manifest, wal_segment_size=segment, data_checksums=checksums, superuser=names[0]
+        )
+
+    def _listing(self, segment_size: int) -> walarchive.ArchiveListing:
+        """The stanza's archive as pgBackRest lists it (names without pgBackRest's suffix)."""
+        assert self.info is not None
+        archive_ids = [a.id for a in self.info.archives]
+        segments: dict[tuple[int, int], str] = {}
+        histories: dict[int, str] = {}
+        for archive_id in archive_ids:
+            argv = self.tool.argv(
+                "repo-ls",
+                "--recurse",
+                "--output=json",
+                params=(f"archive/{self.settings.stanza}/{archive_id}",),
+            )
+            try:
+                done = self.tool.runner.run(argv, timeout=600, env=self.tool.env())
+            except CommandError as exc:
+                raise SourceError(f"pgbackrest repo-ls of the archive: {exc}") from None
+            for path, entry in json.loads(done.stdout).items():
+                if not isinstance(entry, dict) or entry.get("type") != "file":
+                    continue
+                name = path.rsplit("/", 1)[-1]
+                if walnames.classify(name[:24]) is walnames.WalKind.SEGMENT and len(name) > 24:
+                    tli, segno = walnames.parse_segment_name(name[:24], segment_size)
+                    segments[(tli, segno)] = name[:24]
+                elif name.endswith(".history"):
+                    histories[int(name[:8], 16)] = name
+        return walarchive.ArchiveListing(segments, histories, [], None)
+
+    def _wal(self, job: RestoreJob, manifest: catalog.Manifest) -> Prefetched:
+        directory = job.sandbox.work_dir / "wal"
+        directory.mkdir(parents=True, exist_ok=True)
+        listing = self._listing(manifest.wal_segment_size)
+        histories = {}
+        for tli, name in listing.histories.items():
+            if not self.tool.archive_get(name, str(directory / name)):
+                raise RestoreFailed(f"timeline history {name} is listed but not archived")
+            text = (directory / name).read_text()
+            histories[tli] = walnames.parse_history(text)
+        names, last = plan(listing, histories, manifest)
+
+        def get(name: str) -> int:
+            path = directory / name
+            if not self.tool.archive_get(name, str(path)):
+                raise RestoreFailed(f"WAL segment {name} is listed but archive-get finds none")
+            return path.stat().st_size
+
+        with concurrent.futures.ThreadPoolExecutor(FETCH_WORKERS) as pool:
+            sizes = list(pool.map(get, names))
+        owner = job.runner.postgres_identity()
+        if owner is not None:
+            basefiles.chown_tree(directory, owner.uid, owner.gid)
+        return Prefetched(
+            directory,
+            names,
+            sorted(listing.histories.values()),
+            last,
+            sum(sizes),
+        )
