@@ -85,19 +85,20 @@ def cmd_list(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace)
         return EXIT_OK
     from pgproof.progress import human_bytes
 
+    width = max([len("REPOSITORY"), *(len(str(row["repository"])) for row in doc)])
     print(
-        f"{'TARGET':<12} {'REPOSITORY':<12} {'BACKUP':<34} {'KIND':<9} {'STATE':<10} "
+        f"{'TARGET':<12} {'REPOSITORY':<{width}} {'BACKUP':<34} {'KIND':<9} {'STATE':<10} "
         f"{'SIZE':>10}  LAST VERIFIED"
     )
     for row in doc:
         if "error" in row and "id" not in row:
-            print(f"{row['target']:<12} {row['repository']:<12} unreachable: {row['error']}")
+            print(f"{row['target']:<12} {row['repository']:<{width}} unreachable: {row['error']}")
             continue
         size = human_bytes(row.get("size_bytes", 0))
         last = row.get("last_verification")
         shown = f"{last['verdict']} {last['finished_at']}" if last else "never"
         print(
-            f"{row['target']:<12} {row['repository']:<12} {row['id']:<34} "
+            f"{row['target']:<12} {row['repository']:<{width}} {row['id']:<34} "
             f"{row.get('kind', '-'):<9} {row['state']:<10} {size:>10}  {shown}"
         )
     return EXIT_OK

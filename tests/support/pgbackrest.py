@@ -73,8 +73,9 @@ def _conf(root: Path, name: str, cluster: Cluster, cipher: bool) -> tuple[Path, 
 
 
 @contextlib.contextmanager
-def pgbackrest_stanzas(major: int = 15) -> Iterator[Stanzas]:
-    """The source running and archiving into both stanzas, pgbench data loaded, no backup."""
+def pgbackrest_stanzas(major: int = 15, scale: int = 1) -> Iterator[Stanzas]:
+    """The source running and archiving into both stanzas, pgbench data loaded (``scale``),
+    no backup yet."""
     cluster = make_cluster(major, free_port())
     root = private_dir("pgproof-pgbr-")
     try:
@@ -92,7 +93,7 @@ def pgbackrest_stanzas(major: int = 15) -> Iterator[Stanzas]:
         cluster.start()
         for full in (plain_full, enc_full):
             as_postgres("pgbackrest", f"--config={full}", "--stanza=main", "stanza-create")
-        cluster.pgbench("-i", "-q", "-s", "1")
+        cluster.pgbench("-i", "-q", "-s", str(scale), timeout=7200)
         yield Stanzas(
             cluster, root, plain, encrypted, (plain_repo, enc_repo), (plain_full, enc_full)
         )
