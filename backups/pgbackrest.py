@@ -68,6 +68,17 @@ class InfoError(SourceError):
     """pgBackRest answered, but not with a usable stanza (its own message is quoted)."""
 
 
+class BackupDamaged(SourceError):
+    """pgBackRest read a backup file or archived segment whose bytes do not match what it
+    recorded (checksum), do not decompress (format) or are not what it wrote (file-invalid):
+    evidence of damage, not a failure to run."""
+
+
+# pgBackRest's exit codes for damage it found (src/build/error/error.yaml): checksum,
+# file-invalid, format
+DAMAGE_CODES = (26, 28, 29)
+
+
 def parse_info(raw: object, stanza: str) -> StanzaInfo:
     """The stanza's part of ``pgbackrest info --output=json``; InfoError naming what
     pgBackRest said when the stanza is missing or unreadable."""
@@ -253,7 +264,7 @@ class Restorer(PgBackRest):
         try:
             self.runner.run(argv, timeout=timeout, env=self.env())
         except CommandError as exc:
-            raise SourceError(f"pgbackrest restore of {label}: {exc}") from None
+            raise _failure(f"pgbackrest restore of {label}", exc) from None
 
     def archive_get(self, name: str, dest: str, timeout: float = 600) -> bool:
         """One archived WAL file into ``dest``; False when the archive does not have it."""
@@ -265,7 +276,7 @@ class Restorer(PgBackRest):
                 ok_codes=(0, 1),
             )
         except CommandError as exc:
-            raise SourceError(f"pgbackrest archive-get {name}: {exc}") from None
+            raise _failure(f"pgbackrest archive-get {name}", exc) from None
         return done.returncode == 0
 
     def verify(self, timeout: float) -> VerifyResult:
@@ -276,6 +287,12 @@ class Restorer(PgBackRest):
         except CommandError as exc:
             raise SourceError(f"pgbackrest verify: {exc}") from None
         return parse_verify(done.stdout.decode(errors="replace"))
+
+
+def _failure(what: str, exc: CommandError) -> SourceError:
+    if exc.returncode in DAMAGE_CODES:
+        return BackupDamaged(f"{what}: {exc}")
+    return SourceError(f"{what}: {exc}")
 
 
 def health(

@@ -40,7 +40,9 @@ def by_hand(st: Stanzas) -> float:
     conf = st.writers[0]
     started = time.perf_counter()
     as_postgres("pgbackrest", f"--config={conf}", "--stanza=main", f"--pg1-path={data}", "restore")
-    restore_command = f'pgbackrest --config={conf} --stanza=main archive-get %f "%p"'
+    restore_command = (
+        f'pgbackrest --config={conf} --stanza=main --pg1-path={data} archive-get %f "%p"'
+    )
     conf_for_restore(data, sock, 5432, restore_command)
     subprocess.run(["chown", "-R", "postgres:postgres", str(work)], check=True)
     wait_promoted(st.cluster, data, sock, 5432, work / "log")

@@ -22,7 +22,7 @@ import json
 from pgproof.backups import catalog, walarchive, walnames
 from pgproof.backups.errors import CommandError, SourceError
 from pgproof.backups.kinds import Kind
-from pgproof.backups.pgbackrest import Backup, Restorer, StanzaInfo
+from pgproof.backups.pgbackrest import Backup, BackupDamaged, Restorer, StanzaInfo
 from pgproof.backups.runner import Runner
 from pgproof.backups.settings import PgBackRestSettings
 from pgproof.verifier import authid, basefiles
@@ -61,7 +61,12 @@ def manifest_of(backup: Backup, target: str, stanza: str) -> catalog.Manifest:
         timeline=timeline,
         start_wal=backup.start_wal,
         stop_wal=backup.stop_wal,
-        extra={"source": "pgbackrest", "type": backup.type, "stored_bytes": backup.stored},
+        extra={
+            "source": "pgbackrest",
+            "type": backup.type,
+            "stored_bytes": backup.stored,
+            "db_id": backup.db_id,
+        },
     )
 
 
@@ -104,7 +109,10 @@ class PgBackRestOrigin:
         tablespaces = basefiles.tablespace_root(sandbox)
         tablespaces.mkdir(parents=True, exist_ok=True)
         timeout = job.request.settings.timeout_seconds
-        self.tool.restore(manifest.id, str(sandbox.data_dir), str(tablespaces), timeout)
+        try:
+            self.tool.restore(manifest.id, str(sandbox.data_dir), str(tablespaces), timeout)
+        except BackupDamaged as exc:
+            raise RestoreFailed(str(exc)) from None
         owner = job.runner.postgres_identity()
         if owner is not None:
             basefiles.chown_tree(sandbox.data_dir, owner.uid, owner.gid)
@@ -162,10 +170,12 @@ class PgBackRestOrigin:
             manifest, wal_segment_size=segment, data_checksums=checksums, superuser=names[0]
         )
 
-    def _listing(self, segment_size: int) -> walarchive.ArchiveListing:
-        """The stanza's archive as pgBackRest lists it (names without pgBackRest's suffix)."""
+    def _listing(self, segment_size: int, db_id: int) -> walarchive.ArchiveListing:
+        """The WAL pgBackRest archived for the backup's cluster (its database history id:
+        after a major upgrade the stanza has several) as it lists it, names without
+        pgBackRest's checksum suffix."""
         assert self.info is not None
-        archive_ids = [a.id for a in self.info.archives]
+        archive_ids = [a.id for a in self.info.archives if a.db_id == db_id]
         segments: dict[tuple[int, int], str] = {}
         histories: dict[int, str] = {}
         for archive_id in archive_ids:
@@ -193,7 +203,7 @@ class PgBackRestOrigin:
     def _wal(self, job: RestoreJob, manifest: catalog.Manifest) -> Prefetched:
         directory = job.sandbox.work_dir / "wal"
         directory.mkdir(parents=True, exist_ok=True)
-        listing = self._listing(manifest.wal_segment_size)
+        listing = self._listing(manifest.wal_segment_size, int(manifest.extra["db_id"]))
         histories = {}
         for tli, name in listing.histories.items():
             if not self.tool.archive_get(name, str(directory / name)):
@@ -208,8 +218,11 @@ class PgBackRestOrigin:
                 raise RestoreFailed(f"WAL segment {name} is listed but archive-get finds none")
             return path.stat().st_size
 
-        with concurrent.futures.ThreadPoolExecutor(FETCH_WORKERS) as pool:
-            sizes = list(pool.map(get, names))
+        try:
+            with concurrent.futures.ThreadPoolExecutor(FETCH_WORKERS) as pool:
+                sizes = list(pool.map(get, names))
+        except BackupDamaged as exc:
+            raise RestoreFailed(str(exc)) from None
         owner = job.runner.postgres_identity()
         if owner is not None:
             basefiles.chown_tree(directory, owner.uid, owner.gid)

@@ -36,6 +36,8 @@ class Source:
     results: Path
     gap_repo: Path  # a copy of the plain repository with one archived segment removed
     removed: str
+    damaged_repo: Path  # a copy with one byte of a backup file flipped
+    flipped: str
 
     def pgproof(
         self, *args: str, env: dict[str, str] | None = None
@@ -57,7 +59,7 @@ class Source:
         return ResultRecord.from_dict(record)
 
 
-def write_config(path: Path, st: Stanzas, results: Path, gap: Path, locks: Path) -> None:
+def write_config(path: Path, st: Stanzas, results: Path, base: Path, locks: Path) -> None:
     common = {
         "conninfo": st.cluster.conninfo(),
         "results": "local",
@@ -83,12 +85,19 @@ def write_config(path: Path, st: Stanzas, results: Path, gap: Path, locks: Path)
                     "cipher_pass_env": PASS_ENV,
                 },
             },
-            {
-                "name": "gap",
-                "conninfo": st.cluster.conninfo(),
-                "results": "local",
-                "source": {"type": "pgbackrest", "stanza": "main", "config": str(gap)},
-            },
+            *(
+                {
+                    "name": name,
+                    "conninfo": st.cluster.conninfo(),
+                    "results": "local",
+                    "source": {
+                        "type": "pgbackrest",
+                        "stanza": "main",
+                        "config": str(base / f"{name}.conf"),
+                    },
+                }
+                for name in ("gap", "damaged")
+            ),
         ],
     }
     path.write_text(yaml.safe_dump(doc))
@@ -101,7 +110,7 @@ def source() -> Iterator[Source]:
         results, locks = base / "results", base / "locks"
         results.mkdir()
         config = base / "pgproof.yaml"
-        write_config(config, st, results, base / "gap.conf", locks)
+        write_config(config, st, results, base, locks)
         beats = subprocess.Popen(
             [PGPROOF, "--config", str(config), "heartbeat", "--target", "plain"],
             stdout=subprocess.DEVNULL,
@@ -129,10 +138,28 @@ def source() -> Iterator[Source]:
         segments = sorted(p for p in (gap_repo / "archive" / "main").rglob("0000000*.gz"))
         removed = segments[-2]
         removed.unlink()
+        # the damage: a copy with one byte of a data file of the backup flipped
+        damaged_repo = base / "damaged-repo"
+        shutil.copytree(st.repos[0], damaged_repo, symlinks=True)
+        victim = max(
+            (damaged_repo / "backup" / "main").rglob("pg_data/base/*/*.gz"),
+            key=lambda p: p.stat().st_size,
+        )
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
         subprocess.run(["chown", "-R", "postgres:postgres", str(base)], check=True)
         st.reader_for(gap_repo, "gap").rename(base / "gap.conf")
+        damaged_conf = st.reader_for(damaged_repo, "damaged")
+        # pgBackRest retries a failed file after 15 s by default: once is enough here
+        damaged_conf.write_text(
+            damaged_conf.read_text().replace("[global]\n", "[global]\njob-retry=0\n")
+        )
+        damaged_conf.rename(base / "damaged.conf")
         try:
-            yield Source(st, config, results, gap_repo, removed.name[:24])
+            yield Source(
+                st, config, results, gap_repo, removed.name[:24], damaged_repo, victim.name
+            )
         finally:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -167,6 +194,14 @@ def test_a_segment_missing_from_the_archive_fails_by_name(source: Source) -> Non
     assert r.verdict == "failed", r.cause
     assert source.removed in r.cause
     assert tree_hash(source.gap_repo) == before
+
+
+def test_a_flipped_byte_in_a_backup_file_fails(source: Source) -> None:
+    before = tree_hash(source.damaged_repo)
+    r = source.verify("damaged")
+    assert r.verdict == "failed", r.cause
+    assert "pgbackrest restore" in r.cause and "data error" in r.cause
+    assert tree_hash(source.damaged_repo) == before
 
 
 def test_list_and_check_read_the_stanza(source: Source) -> None:
