@@ -289,6 +289,11 @@ class Restorer(PgBackRest):
         return parse_verify(done.stdout.decode(errors="replace"))
 
 
+def where(settings: PgBackRestSettings) -> str:
+    """The name a stanza goes by in records, metrics and messages: ``pgbackrest:main/repo2``."""
+    return f"pgbackrest:{settings.stanza}" + (f"/repo{settings.repo}" if settings.repo else "")
+
+
 def _failure(what: str, exc: CommandError) -> SourceError:
     if exc.returncode in DAMAGE_CODES:
         return BackupDamaged(f"{what}: {exc}")
@@ -307,15 +312,15 @@ def health(
     lists them, the newest one's age, each backup's WAL within the archived range, and (with
     ``verify``) ``pgbackrest verify`` over every backup file and archived segment."""
     now = now or dt.datetime.now(dt.UTC)
-    where = f"pgbackrest:{settings.stanza}" + (f"/repo{settings.repo}" if settings.repo else "")
-    report = RepoReport(where, settings.config or "pgBackRest's default config")
+    named = where(settings)
+    report = RepoReport(named, settings.config or "pgBackRest's default config")
     problems: list[str] = []
     with Restorer(settings, runner) as tool:
         try:
             info = tool.info()
         except SourceError as exc:
             report.reachable = False
-            return HealthReport(target, [report], [f"{where}: {exc}"], utc_iso(now))
+            return HealthReport(target, [report], [f"{named}: {exc}"], utc_iso(now))
         checked: VerifyResult | SourceError | None = None
         if verify:
             try:
@@ -338,29 +343,29 @@ def health(
             }
         )
         if b.error:
-            problems.append(f"{where}: backup {b.label}: pgBackRest found page checksum errors")
+            problems.append(f"{named}: backup {b.label}: pgBackRest found page checksum errors")
     ranges = {a.db_id: a for a in info.archives}
     for b in info.backups:
         archived = ranges.get(b.db_id)
         if b.stop_wal and (archived is None or not archived.last or archived.last < b.stop_wal):
             problems.append(
-                f"{where}: backup {b.label}: its WAL up to {b.stop_wal} is not archived "
+                f"{named}: backup {b.label}: its WAL up to {b.stop_wal} is not archived "
                 f"(the archive ends at {archived.last if archived else 'nothing'})"
             )
     if info.archives:
         report.wal = {"first": info.archives[0].first, "last": info.archives[-1].last}
     if not info.backups:
-        problems.append(f"{where}: no backup")
+        problems.append(f"{named}: no backup")
     else:
         age = (now - info.backups[-1].finished).total_seconds()
         if age > max_backup_age_seconds:
             problems.append(
-                f"{where}: the newest backup {info.backups[-1].label} is {age / 3600:.1f} h old "
+                f"{named}: the newest backup {info.backups[-1].label} is {age / 3600:.1f} h old "
                 f"(limit {max_backup_age_seconds / 3600:.1f} h)"
             )
     if isinstance(checked, SourceError):
-        problems.append(f"{where}: {checked}")
+        problems.append(f"{named}: {checked}")
     elif checked is not None and not checked.ok:
-        problems.append(f"{where}: pgbackrest verify: {' '.join(checked.report.split())}")
+        problems.append(f"{named}: pgbackrest verify: {' '.join(checked.report.split())}")
     report.problems = problems
     return HealthReport(target, [report], problems, utc_iso(now))

@@ -20,11 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from pgproof.backups.errors import BackupError
 from pgproof.backups.kinds import KINDS
-from pgproof.backups.settings import SourceSettings
+from pgproof.backups.settings import PgBackRestSettings, SourceSettings
 from pgproof.backups.storage.base import Repository
+from pgproof.exporters.foreignindex import PgBackRestIndex
 from pgproof.exporters.index import RepoIndex
 from pgproof.exporters.model import RepoSnapshot
 from pgproof.exporters.settings import AlertLimits, ExporterSettings
@@ -44,6 +46,12 @@ class ExportedTarget:
     # backup_max_age_seconds, restore_test_max_age_seconds, wal_stalled_after_seconds,
     # wal_backlog_max_files
     limits: AlertLimits = AlertLimits()  # published as gauges for the Prometheus rules
+    # backups another tool makes: indexed through the tool (a repository of its own name)
+    foreign: PgBackRestSettings | None = None
+
+
+class _Index(Protocol):
+    def refresh(self) -> RepoSnapshot: ...
 
 
 class Exporter:
@@ -60,7 +68,7 @@ class Exporter:
         self.version = version
         self.clock = clock
         by_name = {r.name: r for r in repositories}
-        self._indexes = {
+        self._indexes: dict[str, _Index] = {
             name: RepoIndex(
                 repo,
                 [t.name for t in self.targets if name in t.repositories],
@@ -69,6 +77,20 @@ class Exporter:
             for name, repo in by_name.items()
             if any(name in t.repositories for t in self.targets)
         }
+        # another tool's backups: one index per stanza setting, named as records name it
+        # (``pgbackrest:main``; ``pgbackrest:main#2`` for a second stanza of the same name)
+        self._foreign: dict[str, str] = {}  # target -> its index's name
+        by_settings: dict[PgBackRestSettings, PgBackRestIndex] = {}
+        for t in self.targets:
+            if t.foreign is None:
+                continue
+            if t.foreign not in by_settings:
+                index = PgBackRestIndex(t.foreign, clock)
+                while index.name in self._indexes:
+                    index.name = _next_name(index.name)
+                by_settings[t.foreign] = self._indexes[index.name] = index
+            by_settings[t.foreign].targets.append(t.name)
+            self._foreign[t.name] = by_settings[t.foreign].name
         self._probes = {
             t.name: SourceProbe(t.source, settings.source_timeout_seconds)
             for t in self.targets
@@ -208,7 +230,15 @@ class Exporter:
             sources = {t: f.result() for t, f in futures.items()}
         for t in self.targets:
             source, source_error = sources.get(t.name, (None, ""))
-            yield summarize(t.name, t.repositories, snapshots, t.kinds, source, source_error)
+            names = t.repositories
+            if t.name in self._foreign:
+                names = (*names, self._foreign[t.name])
+            yield summarize(t.name, names, snapshots, t.kinds, source, source_error)
+
+
+def _next_name(name: str) -> str:
+    base, _, n = name.partition("#")
+    return f"{base}#{int(n or 1) + 1}"
 
 
 def _invalid_keys(snapshot: RepoSnapshot) -> set[str]:

@@ -49,10 +49,9 @@ def exported_targets(cfg: Config) -> list[ExportedTarget]:
     out = []
     for t in cfg.targets:
         kinds = tuple(k for k in KINDS if k in t.schedule) or KINDS
-        if t.settings.foreign is not None:
-            # pgBackRest's backups are not in pgproof's repositories: expecting them there
-            # would alert on backups that exist (their age comes from the tool, see README)
-            kinds = ()
+        foreign = t.settings.foreign
+        if foreign is not None:  # physical backups, listed by pgBackRest itself
+            kinds = ("physical",)
         out.append(
             ExportedTarget(
                 t.name,
@@ -60,6 +59,7 @@ def exported_targets(cfg: Config) -> list[ExportedTarget]:
                 t.settings.source if t.settings.source.conninfo else None,
                 kinds,
                 cfg.limits_for(t),
+                foreign,
             )
         )
     return out

@@ -19,7 +19,7 @@ import concurrent.futures
 import dataclasses
 import json
 
-from pgproof.backups import catalog, walarchive, walnames
+from pgproof.backups import catalog, pgbackrest, walarchive, walnames
 from pgproof.backups.errors import CommandError, SourceError
 from pgproof.backups.kinds import Kind
 from pgproof.backups.pgbackrest import Backup, BackupDamaged, Restorer, StanzaInfo
@@ -83,9 +83,7 @@ class PgBackRestOrigin:
 
     @property
     def where(self) -> str:
-        return f"pgbackrest:{self.settings.stanza}" + (
-            f"/repo{self.settings.repo}" if self.settings.repo else ""
-        )
+        return pgbackrest.where(self.settings)
 
     def choose(self, target: str, kind: Kind, backup_id: str | None) -> catalog.Manifest:
         """The newest backup (or the one labelled ``backup_id``) of the stanza."""
