@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -229,20 +230,37 @@ class PgBackRest:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    ok: bool
-    report: str  # pgBackRest's own summary (``verify --output=text``)
+    ok: bool  # nothing wrong anywhere in the stanza
+    report: str  # pgBackRest's own summary (``verify --output=text --verbose``)
+    backups: Mapping[str, str]  # label -> status (valid, invalid, ...)
+    archive_problems: tuple[str, ...]  # archive ids with invalid or missing WAL
+
+    def backup_ok(self, label: str) -> bool:
+        return self.backups.get(label) == "valid"
+
+
+_VERIFY_BACKUP = re.compile(r"^\s*backup: (\S+), status: (\w+)")
+_VERIFY_ARCHIVE = re.compile(
+    r"^\s*archiveId: (\S+), total WAL checked: (\d+), total valid WAL: (\d+)"
+)
 
 
 def parse_verify(text: str) -> VerifyResult:
-    """``pgbackrest verify --output=text``: ``status: ok`` or ``status: error`` with counts
-    (pgBackRest 2.45 exits 0 either way)."""
-    status = next(
-        (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("status:")),
-        None,
-    )
+    """``pgbackrest verify --output=text --verbose``: ``status: ok`` or ``status: error``,
+    then a line per archive id and per backup (pgBackRest 2.45 exits 0 either way)."""
+    status = None
+    backups: dict[str, str] = {}
+    archives: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("status:"):
+            status = line.split(":", 1)[1].strip()
+        elif m := _VERIFY_BACKUP.match(line):
+            backups[m.group(1)] = m.group(2)
+        elif (m := _VERIFY_ARCHIVE.match(line)) and m.group(2) != m.group(3):
+            archives.append(f"{m.group(1)}: {m.group(3)} of {m.group(2)} WAL files valid")
     if status not in ("ok", "error"):
         raise InfoError(f"pgbackrest verify printed no status: {text.strip()[-300:]!r}")
-    return VerifyResult(status == "ok", text.strip())
+    return VerifyResult(status == "ok", text.strip(), backups, tuple(archives))
 
 
 class Restorer(PgBackRest):

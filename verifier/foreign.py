@@ -121,22 +121,35 @@ class PgBackRestOrigin:
         return manifest, wal
 
     def integrity(self, job: RestoreJob, wal_included: bool) -> CheckResult:
-        """``pgbackrest verify``: every backup file and archived WAL of the stanza against
-        the checksums pgBackRest recorded."""
+        """``pgbackrest verify``: the tested backup's files against the checksums pgBackRest
+        recorded. Damage elsewhere in the stanza (another backup, WAL this test did not
+        need: archive-get checked each segment it fetched) is evidence here and a problem
+        for ``pgproof check``, not this backup's failure."""
+        label = job.manifest.id
         result = self.tool.verify(job.request.settings.timeout_seconds)
-        evidence = {"tool": "pgbackrest verify", "report": result.report[-2000:]}
-        if not result.ok:
+        evidence: dict[str, object] = {
+            "tool": "pgbackrest verify",
+            "backup_status": result.backups.get(label, "not checked"),
+            "report": result.report[-2000:],
+        }
+        if not result.backup_ok(label):
             return CheckResult(
                 "verifybackup",
                 "failed",
-                f"pgbackrest verify found damage in {self.where}: "
-                + " ".join(result.report.split())[-300:],
+                f"pgbackrest verify: backup {label} is {result.backups.get(label, 'not listed')}"
+                f" in {self.where}",
                 evidence,
             )
+        elsewhere = [
+            f"backup {b}: {s}" for b, s in sorted(result.backups.items()) if s != "valid"
+        ] + list(result.archive_problems)
+        if elsewhere:
+            evidence["elsewhere_in_the_stanza"] = elsewhere
         return CheckResult(
             "verifybackup",
             "passed",
-            f"pgbackrest verify: every file of {self.where} matches its recorded checksum",
+            f"pgbackrest verify: every file of backup {label} matches its recorded checksum"
+            + (f" (elsewhere in {self.where}: {'; '.join(elsewhere)[:200]})" if elsewhere else ""),
             evidence,
         )
 

@@ -215,7 +215,9 @@ def test_list_and_check_read_the_stanza(source: Source) -> None:
     assert refused.returncode == 2 and "pgBackRest makes the backups" in refused.stderr
 
 
-def test_metrics_and_alerts_follow_pgbackrests_listing(source: Source) -> None:
+def test_metrics_and_alerts_follow_pgbackrests_listing(
+    source: Source, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prometheus_client import generate_latest
 
     from pgproof import config as config_mod
@@ -225,6 +227,8 @@ def test_metrics_and_alerts_follow_pgbackrests_listing(source: Source) -> None:
     from pgproof.exporters.exporter import Exporter
     from pgproof.service import alert_limits, exported_targets
 
+    monkeypatch.setenv(PASS_ENV, PASSPHRASE)  # the encrypted stanza is listed with it
+    source.verify("plain")  # a passed restore test to show
     cfg = config_mod.load(str(source.config))
     with opened(cfg.repositories) as repos:
         exporter = Exporter(exported_targets(cfg), repos)
@@ -241,4 +245,4 @@ def test_metrics_and_alerts_follow_pgbackrests_listing(source: Source) -> None:
     alerts = evaluate(statuses, time.time(), alert_limits(cfg))
     named = {(a.name, a.target) for a in alerts}
     assert not {n for n, t in named if t == "plain"}, alerts  # healthy: nothing fires
-    assert ("PgproofRestoreTestFailed", "gap") in named  # the gap's failed test does
+    assert 'pgproof_repository_up{repository="pgbackrest:main#2"} 1.0' in text  # encrypted

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from pgproof.backups.pgbackrest import InfoError, parse_info
+from pgproof.backups.pgbackrest import InfoError, parse_info, parse_verify
 
 # pgBackRest 2.45, PostgreSQL 15, one full backup (verbatim)
 HEALTHY = json.loads(
@@ -69,3 +69,31 @@ def test_a_missing_stanza_is_named_with_pgbackrests_own_words() -> None:
 def test_output_it_does_not_understand_is_an_error_not_a_crash(broken: object) -> None:
     with pytest.raises(InfoError):
         parse_info(broken, "main")
+
+
+# `pgbackrest verify --output=text --verbose` of pgBackRest 2.45 (verbatim): a healthy stanza,
+# and one whose archived segment 3 had a byte flipped
+VERIFY_OK = """stanza: main
+status: ok
+  archiveId: 15-1, total WAL checked: 3, total valid WAL: 3
+    missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+  backup: 20261129-170919F, status: valid, total files checked: 977, total valid files: 977
+    missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+"""
+VERIFY_WAL_DAMAGED = """stanza: main
+status: error
+  archiveId: 15-1, total WAL checked: 3, total valid WAL: 2
+    other: 1
+"""
+
+
+def test_verify_reports_each_backup_and_the_archive() -> None:
+    ok = parse_verify(VERIFY_OK)
+    assert ok.ok and ok.backup_ok("20261129-170919F") and ok.archive_problems == ()
+    damaged = parse_verify(VERIFY_WAL_DAMAGED)
+    assert not damaged.ok and damaged.archive_problems == ("15-1: 2 of 3 WAL files valid",)
+    assert not damaged.backup_ok("20261129-170919F")  # not listed: not shown valid
+    invalid = parse_verify(VERIFY_OK.replace("status: valid", "status: invalid"))
+    assert not invalid.backup_ok("20261129-170919F")
+    with pytest.raises(InfoError, match="no status"):
+        parse_verify("")
