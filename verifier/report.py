@@ -19,8 +19,9 @@ from typing import Any
 
 import jinja2
 
-from pgproof.backups import catalog, health
-from pgproof.backups.settings import TargetSettings
+from pgproof.backups import catalog, health, pgbackrest
+from pgproof.backups.runner import Runner
+from pgproof.backups.settings import PgBackRestSettings, TargetSettings
 from pgproof.backups.storage.base import Repository
 from pgproof.verifier import chain, records, svgcharts
 
@@ -34,13 +35,19 @@ class TargetInput:
     name: str
     repos: Sequence[Repository]
     max_backup_age_seconds: float = 26 * 3600
+    foreign: PgBackRestSettings | None = None  # backups another tool makes (listed by it)
 
 
 def inputs(targets: Sequence[TargetSettings], repos: Sequence[Repository]) -> list[TargetInput]:
     """Each target with its opened repositories (``repos``: every configured one)."""
     by_name = {r.name: r for r in repos}
     return [
-        TargetInput(t.name, [by_name[r.name] for r in t.repositories], t.max_backup_age_seconds)
+        TargetInput(
+            t.name,
+            [by_name[r.name] for r in t.repositories],
+            t.max_backup_age_seconds,
+            t.foreign,
+        )
         for t in targets
     ]
 
@@ -91,7 +98,12 @@ def _unreadable(rec: chain.ChainRecord) -> dict[str, Any]:
 
 
 def _window(target: TargetInput, now: dt.datetime) -> dict[str, Any]:
-    report = health.check(target.name, target.repos, target.max_backup_age_seconds, False, now)
+    if target.foreign is not None:  # the backups are where the tool keeps them
+        report = pgbackrest.health(
+            target.foreign, Runner(), target.name, target.max_backup_age_seconds, now, False
+        )
+    else:
+        report = health.check(target.name, target.repos, target.max_backup_age_seconds, False, now)
     out: dict[str, Any] = {"repositories": {}, "problems": report.problems}
     froms, tos = [], []
     for repo in report.repositories:
@@ -114,7 +126,12 @@ def _window(target: TargetInput, now: dt.datetime) -> dict[str, Any]:
             "wal_missing": len(wal.get("missing", [])),
         }
         out["repositories"][repo.repository] = entry
-        if (
+        if target.foreign is not None and entry["oldest_physical_end"]:
+            # the tool's listing has the backups' ends, not the archive's newest time: the
+            # window reaches at least the newest backup's end
+            froms.append(entry["oldest_physical_end"])
+            tos.append(max(b["finished_at"] for b in physical))
+        elif (
             entry["oldest_physical_end"]
             and entry["wal_newest_archived_at"]
             and not entry["wal_missing"]

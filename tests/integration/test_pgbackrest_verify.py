@@ -211,6 +211,10 @@ def test_list_and_check_read_the_stanza(source: Source) -> None:
     checked = source.pgproof("check", "--target", "plain", "--json")
     report = json.loads(checked.stdout)
     assert checked.returncode == 0 and report["healthy"], report
+    report = json.loads(source.pgproof("report", "--format", "json", "--target", "plain").stdout)
+    (window,) = [t["recoverable_window"] for t in report["targets"]]
+    assert window["problems"] == [] and window["from"], window
+    assert window["repositories"]["pgbackrest:main"]["physical_backups"] == 1
     refused = source.pgproof("backup", "physical", "--target", "plain")
     assert refused.returncode == 2 and "pgBackRest makes the backups" in refused.stderr
 
