@@ -214,6 +214,21 @@ class PgBackRest:
             return {}
         return {f"PGBACKREST_REPO{self.settings.repo or 1}_CIPHER_PASS": secret}
 
+    def _unreadable(self, stdout: bytes, stderr: str) -> InfoError:
+        """What to say when pgBackRest's answer is not JSON. A wrong passphrase makes it
+        decrypt backup.info into garbage and quote that: say so instead of the garbage."""
+        text = stdout.decode(errors="replace")
+        encrypted = self.settings.cipher_pass_env or self.settings.cipher_pass_file
+        if encrypted and ("FormatError" in text or "CryptoError" in text):
+            source = self.settings.cipher_pass_env or self.settings.cipher_pass_file
+            return InfoError(
+                f"{where(self.settings)}: cannot decrypt the repository's backup.info: is the "
+                f"cipher passphrase ({source}) the repository's? (pgBackRest: "
+                f"{'FormatError' if 'FormatError' in text else 'CryptoError'})"
+            )
+        said = _printable((stderr.strip() or text.strip())[-300:])
+        return InfoError(f"pgbackrest info did not print JSON: {said or 'nothing'}")
+
     def info(self, timeout: float = 300) -> StanzaInfo:
         try:
             done = self.runner.run(
@@ -224,7 +239,7 @@ class PgBackRest:
         try:
             raw = json.loads(done.stdout)
         except ValueError:
-            raise InfoError("pgbackrest info did not print JSON") from None
+            raise self._unreadable(done.stdout, done.stderr) from None
         return parse_info(raw, self.settings.stanza)
 
 
@@ -261,6 +276,10 @@ def parse_verify(text: str) -> VerifyResult:
     if status not in ("ok", "error"):
         raise InfoError(f"pgbackrest verify printed no status: {text.strip()[-300:]!r}")
     return VerifyResult(status == "ok", text.strip(), backups, tuple(archives))
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 class Restorer(PgBackRest):

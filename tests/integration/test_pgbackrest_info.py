@@ -57,9 +57,9 @@ def test_an_encrypted_repository_reads_with_the_passphrase_from_the_environment(
     info = tool.info()
     assert info.cipher == "aes-256-cbc" and len(info.backups) == 1
     monkeypatch.setenv("BR_PASS", "wrong-passphrase")
-    with pytest.raises(SourceError) as wrong:
+    with pytest.raises(SourceError, match="cannot decrypt the repository's backup.info") as wrong:
         tool.info()
-    assert "wrong-passphrase" not in str(wrong.value)
+    assert "wrong-passphrase" not in str(wrong.value) and "BR_PASS" in str(wrong.value)
     monkeypatch.delenv("BR_PASS")
     with pytest.raises(SourceError, match="BR_PASS is not set"):
         tool.info()

@@ -184,7 +184,7 @@ def test_an_encrypted_repository_and_a_wrong_passphrase(source: Source) -> None:
     assert source.verify("encrypted").verdict == "passed"
     wrong = source.verify("encrypted", env={PASS_ENV: "not-the-passphrase"})
     assert wrong.verdict == "error", wrong.cause
-    assert "not-the-passphrase" not in wrong.cause and "pgbackrest" in wrong.cause
+    assert "not-the-passphrase" not in wrong.cause and "cannot decrypt" in wrong.cause
     assert tree_hash(source.stanzas.repos[1]) == before
 
 
