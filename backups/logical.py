@@ -15,7 +15,6 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,9 @@ from pgproof.backups.jobs import (
     read_pipe,
     remove_partial,
 )
-from pgproof.backups.progress import Progress, counted
-from pgproof.backups.runner import Runner
-from pgproof.backups.settings import TargetSettings
+from pgproof.backups.progress import counted
+from pgproof.backups.settings import LogicalSettings
 from pgproof.backups.source import SourceInfo
-from pgproof.backups.storage.base import Repository
 
 _TABLES = """
 select n.nspname, c.relname
@@ -73,17 +70,11 @@ def count_rows(conn: Any) -> list[catalog.TableCount]:
 
 
 class LogicalBackup(BackupJob):
-    def __init__(
-        self,
-        target: TargetSettings,
-        repos: Sequence[Repository],
-        runner: Runner,
-        pgproof_version: str,
-        progress: Progress | None = None,
-    ):
-        super().__init__(target, repos, runner, pgproof_version, progress)
-        self.settings = target.logical
-        self._compression = "none"
+    _compression = "none"  # as pg_dump records it; set once the binaries are known
+
+    @property
+    def settings(self) -> LogicalSettings:
+        return self.target.logical
 
     def _binaries(self, info: SourceInfo) -> pgbin.PgBinaries:
         if self.target.pg_bin_dir:

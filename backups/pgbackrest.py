@@ -167,6 +167,45 @@ def _obj(value: object, what: str) -> Mapping[str, Any]:
     return value
 
 
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool  # nothing wrong anywhere in the stanza
+    report: str  # pgBackRest's own summary (``verify --output=text --verbose``)
+    backups: Mapping[str, str]  # label -> status (valid, invalid, ...)
+    archive_problems: tuple[str, ...]  # archive ids with invalid or missing WAL
+
+    def backup_ok(self, label: str) -> bool:
+        return self.backups.get(label) == "valid"
+
+
+_VERIFY_BACKUP = re.compile(r"^\s*backup: (\S+), status: (\w+)")
+_VERIFY_ARCHIVE = re.compile(
+    r"^\s*archiveId: (\S+), total WAL checked: (\d+), total valid WAL: (\d+)"
+)
+
+
+def parse_verify(text: str) -> VerifyResult:
+    """``pgbackrest verify --output=text --verbose``: ``status: ok`` or ``status: error``,
+    then a line per archive id and per backup (pgBackRest 2.45 exits 0 either way)."""
+    status = None
+    backups: dict[str, str] = {}
+    archives: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("status:"):
+            status = line.split(":", 1)[1].strip()
+        elif m := _VERIFY_BACKUP.match(line):
+            backups[m.group(1)] = m.group(2)
+        elif (m := _VERIFY_ARCHIVE.match(line)) and m.group(2) != m.group(3):
+            archives.append(f"{m.group(1)}: {m.group(3)} of {m.group(2)} WAL files valid")
+    if status not in ("ok", "error"):
+        raise InfoError(f"pgbackrest verify printed no status: {text.strip()[-300:]!r}")
+    return VerifyResult(status == "ok", text.strip(), backups, tuple(archives))
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 _LOCKING = ("info", "restore", "archive-get")  # the commands that take --lock-path
 
 
@@ -242,51 +281,8 @@ class PgBackRest:
             raise self._unreadable(done.stdout, done.stderr) from None
         return parse_info(raw, self.settings.stanza)
 
-
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool  # nothing wrong anywhere in the stanza
-    report: str  # pgBackRest's own summary (``verify --output=text --verbose``)
-    backups: Mapping[str, str]  # label -> status (valid, invalid, ...)
-    archive_problems: tuple[str, ...]  # archive ids with invalid or missing WAL
-
-    def backup_ok(self, label: str) -> bool:
-        return self.backups.get(label) == "valid"
-
-
-_VERIFY_BACKUP = re.compile(r"^\s*backup: (\S+), status: (\w+)")
-_VERIFY_ARCHIVE = re.compile(
-    r"^\s*archiveId: (\S+), total WAL checked: (\d+), total valid WAL: (\d+)"
-)
-
-
-def parse_verify(text: str) -> VerifyResult:
-    """``pgbackrest verify --output=text --verbose``: ``status: ok`` or ``status: error``,
-    then a line per archive id and per backup (pgBackRest 2.45 exits 0 either way)."""
-    status = None
-    backups: dict[str, str] = {}
-    archives: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("status:"):
-            status = line.split(":", 1)[1].strip()
-        elif m := _VERIFY_BACKUP.match(line):
-            backups[m.group(1)] = m.group(2)
-        elif (m := _VERIFY_ARCHIVE.match(line)) and m.group(2) != m.group(3):
-            archives.append(f"{m.group(1)}: {m.group(3)} of {m.group(2)} WAL files valid")
-    if status not in ("ok", "error"):
-        raise InfoError(f"pgbackrest verify printed no status: {text.strip()[-300:]!r}")
-    return VerifyResult(status == "ok", text.strip(), backups, tuple(archives))
-
-
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-class Restorer(PgBackRest):
-    """The commands a restore test runs: restore a backup's files, fetch archived WAL, and
-    pgBackRest's own verify. Run as this process's user (root keeps the files' owners as
-    pgBackRest recorded them; pgproof then hands them to the sandbox's user)."""
-
+    # -- what a restore test runs, as this process's user (root keeps the files' owners as
+    # pgBackRest recorded them; pgproof then hands them to the sandbox's user)
     def restore(self, label: str, data_dir: str, tablespace_dir: str, timeout: float) -> None:
         """The backup's files into ``data_dir`` (tablespaces under ``tablespace_dir``, never
         at production's paths); no recovery settings (pgproof writes its own)."""
@@ -315,6 +311,25 @@ class Restorer(PgBackRest):
         except CommandError as exc:
             raise _failure(f"pgbackrest archive-get {name}", exc) from None
         return done.returncode == 0
+
+    def files(self, path: str, timeout: float = 600) -> list[str]:
+        """Names of the files under ``path`` in the repository (``repo-ls --recurse``),
+        relative to it."""
+        argv = self.argv("repo-ls", "--recurse", "--output=json", params=(path,))
+        try:
+            done = self.runner.run(argv, timeout=timeout, env=self.env())
+            listing = json.loads(done.stdout)
+        except CommandError as exc:
+            raise SourceError(f"pgbackrest repo-ls {path}: {exc}") from None
+        except ValueError:
+            raise InfoError(f"pgbackrest repo-ls {path} did not print JSON") from None
+        if not isinstance(listing, dict):
+            raise InfoError(f"pgbackrest repo-ls {path} did not print a JSON object")
+        return [
+            name
+            for name, entry in listing.items()
+            if isinstance(entry, dict) and entry.get("type") == "file"
+        ]
 
     def verify(self, timeout: float) -> VerifyResult:
         try:
@@ -352,7 +367,7 @@ def health(
     named = where(settings)
     report = RepoReport(named, settings.config or "pgBackRest's default config")
     problems: list[str] = []
-    with Restorer(settings, runner) as tool:
+    with PgBackRest(settings, runner) as tool:
         try:
             info = tool.info()
         except SourceError as exc:

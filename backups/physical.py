@@ -23,7 +23,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +38,9 @@ from pgproof.backups.jobs import (
     read_pipe,
     remove_partial,
 )
-from pgproof.backups.progress import Progress, counted
-from pgproof.backups.runner import Runner
-from pgproof.backups.settings import TargetSettings
+from pgproof.backups.progress import counted
+from pgproof.backups.settings import PhysicalSettings
 from pgproof.backups.source import SourceInfo
-from pgproof.backups.storage.base import Repository
 from pgproof.backups.tarscan import TarScanner
 
 _LABEL_START = re.compile(r"START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)", re.I)
@@ -170,16 +168,9 @@ class _Store:
 
 
 class PhysicalBackup(BackupJob):
-    def __init__(
-        self,
-        target: TargetSettings,
-        repos: Sequence[Repository],
-        runner: Runner,
-        pgproof_version: str,
-        progress: Progress | None = None,
-    ):
-        super().__init__(target, repos, runner, pgproof_version, progress)
-        self.settings = target.physical
+    @property
+    def settings(self) -> PhysicalSettings:
+        return self.target.physical
 
     def _binaries(self, info: SourceInfo) -> pgbin.PgBinaries:
         try:

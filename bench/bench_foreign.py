@@ -24,11 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from bench.bench_verify import conf_for_restore, wait_promoted
 from tests.support.fixtures import timed_verify
-from tests.support.pgbackrest import Stanzas, as_postgres, pgbackrest_stanzas
+from tests.support.pgbackrest import (
+    Stanzas,
+    as_postgres,
+    pgbackrest_stanzas,
+    target,
+    write_pgproof_config,
+)
 from tests.support.pgcluster import private_dir
 
 
@@ -78,29 +82,7 @@ def main() -> int:
         return 2
     with pgbackrest_stanzas(scale=args.scale) as st:
         base = private_dir("pgproof-bench-foreign-")
-        (base / "results").mkdir()
-        config = base / "pgproof.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "lock_dir": str(base / "locks"),
-                    "repositories": [
-                        {"name": "local", "type": "filesystem", "path": str(base / "results")}
-                    ],
-                    "targets": [
-                        {
-                            "name": "main",
-                            "results": "local",
-                            "source": {
-                                "type": "pgbackrest",
-                                "stanza": "main",
-                                "config": str(st.plain),
-                            },
-                        }
-                    ],
-                }
-            )
-        )
+        config = write_pgproof_config(base, target("main", st.plain))
         st.backup()
         st.cluster.pgbench("-T", str(args.wal_seconds), "-c", "2", timeout=3600)
         st.cluster.switch_wal()

@@ -196,43 +196,31 @@ def main() -> int:
 
 def pgbackrest_demo(scale: int) -> int:
     """Backups pgBackRest makes, restore-tested by pgproof (which never writes to them)."""
-    import yaml
-
-    from tests.support.pgbackrest import PASSPHRASE, pgbackrest_stanzas
+    from tests.support.pgbackrest import (
+        PASSPHRASE,
+        pgbackrest_stanzas,
+        target,
+        write_pgproof_config,
+    )
 
     with pgbackrest_stanzas(scale=scale) as st:
         base = private_dir("pgproof-demo-")
         try:
-            (base / "results").mkdir()
-            config = base / "pgproof.yaml"
-            source = {"type": "pgbackrest", "stanza": "main"}
-            common = {"conninfo": st.cluster.conninfo(), "results": "local"}
-            config.write_text(
-                yaml.safe_dump(
-                    {
-                        "lock_dir": str(base / "locks"),
-                        "repositories": [
-                            {"name": "local", "type": "filesystem", "path": str(base / "results")}
-                        ],
-                        "targets": [
-                            {
-                                "name": "billing",
-                                **common,
-                                "heartbeat": {"enabled": True, "every_seconds": 1},
-                                "source": {**source, "config": str(st.plain)},
-                            },
-                            {
-                                "name": "billing-encrypted",
-                                **common,
-                                "source": {
-                                    **source,
-                                    "config": str(st.encrypted),
-                                    "cipher_pass_env": "DEMO_BR_PASS",
-                                },
-                            },
-                        ],
-                    }
-                )
+            conninfo = st.cluster.conninfo()
+            config = write_pgproof_config(
+                base,
+                target(
+                    "billing",
+                    st.plain,
+                    conninfo=conninfo,
+                    heartbeat={"enabled": True, "every_seconds": 1},
+                ),
+                target(
+                    "billing-encrypted",
+                    st.encrypted,
+                    conninfo=conninfo,
+                    cipher_pass_env="DEMO_BR_PASS",
+                ),
             )
             os.environ["DEMO_BR_PASS"] = PASSPHRASE
             print(f"source PostgreSQL 15 backed up by pgBackRest into {st.repos[0].parent}")
@@ -253,8 +241,8 @@ def pgbackrest_demo(scale: int) -> int:
             st.cluster.switch_wal()
             time.sleep(2)
             status = run(config, "check", "--target", "billing")
-            for target in ("billing", "billing-encrypted"):
-                status |= run(config, "verify", "--target", target, "--pitr", "random")
+            for name in ("billing", "billing-encrypted"):
+                status |= run(config, "verify", "--target", name, "--pitr", "random")
             run(config, "list", "--target", "billing")
             status |= run(config, "report", "--verify-chain")
             return 1 if status else 0

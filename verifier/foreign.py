@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 
 from pgproof.backups import catalog, pgbackrest, walarchive, walnames
 from pgproof.backups.errors import CommandError, SourceError
 from pgproof.backups.kinds import Kind
-from pgproof.backups.pgbackrest import Backup, BackupDamaged, Restorer, StanzaInfo
+from pgproof.backups.pgbackrest import Backup, BackupDamaged, PgBackRest, StanzaInfo
 from pgproof.backups.runner import Runner
 from pgproof.backups.settings import PgBackRestSettings
 from pgproof.verifier import authid, basefiles
@@ -75,7 +74,7 @@ class PgBackRestOrigin:
 
     def __init__(self, settings: PgBackRestSettings, runner: Runner):
         self.settings = settings
-        self.tool = Restorer(settings, runner)
+        self.tool = PgBackRest(settings, runner)
         self.info: StanzaInfo | None = None
 
     def close(self) -> None:
@@ -190,24 +189,16 @@ class PgBackRestOrigin:
         segments: dict[tuple[int, int], str] = {}
         histories: dict[int, str] = {}
         for archive_id in archive_ids:
-            argv = self.tool.argv(
-                "repo-ls",
-                "--recurse",
-                "--output=json",
-                params=(f"archive/{self.settings.stanza}/{archive_id}",),
-            )
-            try:
-                done = self.tool.runner.run(argv, timeout=600, env=self.tool.env())
-            except CommandError as exc:
-                raise SourceError(f"pgbackrest repo-ls of the archive: {exc}") from None
-            for path, entry in json.loads(done.stdout).items():
-                if not isinstance(entry, dict) or entry.get("type") != "file":
-                    continue
-                name = path.rsplit("/", 1)[-1]
-                if walnames.classify(name[:24]) is walnames.WalKind.SEGMENT and len(name) > 24:
-                    tli, segno = walnames.parse_segment_name(name[:24], segment_size)
-                    segments[(tli, segno)] = name[:24]
-                elif name.endswith(".history"):
+            for path in self.tool.files(f"archive/{self.settings.stanza}/{archive_id}"):
+                # segments are stored as <name>-<sha1>[.gz|.zst], history files as they are
+                name = path.rsplit("/", 1)[-1].split("-", 1)[0]
+                try:
+                    kind = walnames.classify(name)
+                except ValueError:
+                    continue  # archive.info and the like
+                if kind is walnames.WalKind.SEGMENT:
+                    segments[walnames.parse_segment_name(name, segment_size)] = name
+                elif kind is walnames.WalKind.HISTORY:
                     histories[int(name[:8], 16)] = name
         return walarchive.ArchiveListing(segments, histories, [], None)
 

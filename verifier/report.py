@@ -10,6 +10,7 @@ with its evidence.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -72,28 +73,23 @@ def _records(copies: chain.Copies) -> list[dict[str, Any]]:
 
 
 def _unreadable(rec: chain.ChainRecord) -> dict[str, Any]:
-    """A record that does not read, shown as what it is (the chain check names it too)."""
+    """A record that does not read, shown as what it is (the chain check names it too):
+    every field of the model, at its default or empty."""
+    doc: dict[str, Any] = {}
+    for f in dataclasses.fields(records.ResultRecord):
+        if f.default is not dataclasses.MISSING:
+            doc[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            doc[f.name] = f.default_factory()
+        else:
+            doc[f.name] = ""
     return {
+        **doc,
+        "pitr": {},
+        "backup": {},
         "id": rec.id,
-        "target": "",
-        "backup_id": "",
-        "kind": "",
-        "started_at": "",
-        "finished_at": "",
         "verdict": "error",
         "cause": f"unreadable record: {rec.problem}",
-        "pitr": {},
-        "checks": [],
-        "phases": {},
-        "rpo_seconds": None,
-        "bytes_restored": 0,
-        "pg_version": "",
-        "sandbox": "",
-        "sandbox_image": "",
-        "pgproof_version": "",
-        "backup": {},
-        "prev_sha256": None,
-        "format": records.RECORD_FORMAT,
     }
 
 

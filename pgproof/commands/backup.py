@@ -14,7 +14,6 @@ from pgproof.backups.runner import Runner
 from pgproof.backups.storage.factory import opened
 from pgproof.config import Config, Target
 from pgproof.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, out_json, progress_for
-from pgproof.verifier import records
 
 
 def cmd_backup(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
@@ -70,6 +69,8 @@ def cmd_backup(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
 
 
 def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace) -> int:
+    from pgproof.verifier import records  # the restore tests decide what stays
+
     doc = []
     status = EXIT_OK
     for target in targets:

@@ -15,11 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pgproof.verifier.records import ResultRecord
 from tests.support.fixtures import PGPROOF
-from tests.support.pgbackrest import PASSPHRASE, Stanzas, pgbackrest_stanzas, tree_hash
+from tests.support.pgbackrest import (
+    PASSPHRASE,
+    Stanzas,
+    pgbackrest_stanzas,
+    target,
+    tree_hash,
+    write_pgproof_config,
+)
 from tests.support.pgcluster import private_dir
 
 pytestmark = [
@@ -59,58 +65,25 @@ class Source:
         return ResultRecord.from_dict(record)
 
 
-def write_config(path: Path, st: Stanzas, results: Path, base: Path, locks: Path) -> None:
-    common = {
-        "conninfo": st.cluster.conninfo(),
-        "results": "local",
-        "heartbeat": {"enabled": True, "every_seconds": 1},
-    }
-    doc = {
-        "lock_dir": str(locks),
-        "repositories": [{"name": "local", "type": "filesystem", "path": str(results)}],
-        "verifier": {"share_sandbox_user": False},
-        "targets": [
-            {
-                "name": "plain",
-                **common,
-                "source": {"type": "pgbackrest", "stanza": "main", "config": str(st.plain)},
-            },
-            {
-                "name": "encrypted",
-                **common,
-                "source": {
-                    "type": "pgbackrest",
-                    "stanza": "main",
-                    "config": str(st.encrypted),
-                    "cipher_pass_env": PASS_ENV,
-                },
-            },
-            *(
-                {
-                    "name": name,
-                    "conninfo": st.cluster.conninfo(),
-                    "results": "local",
-                    "source": {
-                        "type": "pgbackrest",
-                        "stanza": "main",
-                        "config": str(base / f"{name}.conf"),
-                    },
-                }
-                for name in ("gap", "damaged")
-            ),
-        ],
-    }
-    path.write_text(yaml.safe_dump(doc))
-
-
 @pytest.fixture(scope="module")
 def source() -> Iterator[Source]:
     with pgbackrest_stanzas() as st:
         base = private_dir("pgproof-brsrc-")
-        results, locks = base / "results", base / "locks"
-        results.mkdir()
-        config = base / "pgproof.yaml"
-        write_config(config, st, results, base, locks)
+        conninfo, beat = st.cluster.conninfo(), {"enabled": True, "every_seconds": 1}
+        config = write_pgproof_config(
+            base,
+            target("plain", st.plain, conninfo=conninfo, heartbeat=beat),
+            target(
+                "encrypted",
+                st.encrypted,
+                conninfo=conninfo,
+                heartbeat=beat,
+                cipher_pass_env=PASS_ENV,
+            ),
+            target("gap", base / "gap.conf", conninfo=conninfo),
+            target("damaged", base / "damaged.conf", conninfo=conninfo),
+        )
+        results = base / "results"
         beats = subprocess.Popen(
             [PGPROOF, "--config", str(config), "heartbeat", "--target", "plain"],
             stdout=subprocess.DEVNULL,

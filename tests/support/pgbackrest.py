@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from tests.support.pgcluster import Cluster, make_cluster, private_dir
 from tests.support.ports import free_port
 
@@ -110,3 +112,29 @@ def tree_hash(root: Path) -> str:
         if path.is_file():
             h.update(path.read_bytes())
     return h.hexdigest()
+
+
+def target(name: str, conf: Path, **extra: object) -> dict[str, object]:
+    """A pgproof target whose backups the stanza read through ``conf`` holds; its records
+    go to the repository ``local`` (``write_pgproof_config``)."""
+    source: dict[str, object] = {"type": "pgbackrest", "stanza": "main", "config": str(conf)}
+    if "cipher_pass_env" in extra:
+        source["cipher_pass_env"] = extra.pop("cipher_pass_env")
+    return {"name": name, "results": "local", "source": source, **extra}
+
+
+def write_pgproof_config(base: Path, *targets: dict[str, object]) -> Path:
+    """``base/pgproof.yaml`` with a filesystem results repository ``local`` under ``base``."""
+    results = base / "results"
+    results.mkdir(exist_ok=True)
+    config = base / "pgproof.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "lock_dir": str(base / "locks"),
+                "repositories": [{"name": "local", "type": "filesystem", "path": str(results)}],
+                "targets": list(targets),
+            }
+        )
+    )
+    return config
