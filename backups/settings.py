@@ -120,6 +120,24 @@ class PgBackRestSettings:
 
 
 @dataclass(frozen=True)
+class FilesSettings:
+    """A target whose backups are files cron scripts leave (``source: {type: files}``): dumps,
+    ``pg_basebackup -Ft`` folders and a ``cp``-filled WAL folder, in a directory or an S3
+    prefix (``repository``, opened read-only: pgproof never writes there)."""
+
+    repository: RepoSettings
+    dumps: str = "dumps/"  # custom (.dump[.gz]) and plain (.sql[.gz]) dumps, globals file
+    base_backups: str = "base/"  # one folder per pg_basebackup -Ft run
+    wal: str = "wal/"  # segments, plain or .gz, as archive_command copied them
+    globals_pattern: str = "*globals*"  # the pg_dumpall --globals-only file among the dumps
+    timezone: str = "UTC"  # of the times in names (date +%Y%m%d writes local time)
+    kinds: tuple[str, ...] = ()  # the kinds the scripts make (alerts when missing); (): found
+
+
+ForeignSettings = PgBackRestSettings | FilesSettings
+
+
+@dataclass(frozen=True)
 class TargetSettings:
     name: str
     source: SourceSettings
@@ -134,4 +152,4 @@ class TargetSettings:
     lock_dir: str = "/run/pgproof"
     # backups made by another tool (None: pgproof's own jobs); repositories then only hold
     # the restore tests' records
-    foreign: PgBackRestSettings | None = None
+    foreign: ForeignSettings | None = None

@@ -391,3 +391,15 @@ def parse_segment_header(data: bytes) -> SegmentHeader:
         raise ValueError("first page lacks the long header: not the start of a WAL segment")
     sysid, seg_size, _blcksz = struct.unpack_from("<QII", data, 24)
     return SegmentHeader(magic, tli, pageaddr, sysid, seg_size)
+
+
+# XLOG_PAGE_MAGIC of each major release (xlog_internal.h): a segment's first two bytes name
+# the server that wrote it
+MAJOR_BY_PAGE_MAGIC = {0xD106: 13, 0xD10D: 14, 0xD110: 15, 0xD113: 16, 0xD116: 17, 0xD118: 18}
+
+
+def major_of_segment(data: bytes) -> int | None:
+    """The PostgreSQL major release that wrote a segment (its first page), None when unknown."""
+    if len(data) < 2:
+        return None
+    return MAJOR_BY_PAGE_MAGIC.get(struct.unpack_from("<H", data, 0)[0])

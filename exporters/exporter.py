@@ -24,9 +24,9 @@ from typing import Protocol
 
 from pgproof.backups.errors import BackupError
 from pgproof.backups.kinds import KINDS
-from pgproof.backups.settings import PgBackRestSettings, SourceSettings
+from pgproof.backups.settings import ForeignSettings, SourceSettings
 from pgproof.backups.storage.base import Repository
-from pgproof.exporters.foreignindex import PgBackRestIndex
+from pgproof.exporters.foreignindex import ForeignIndex
 from pgproof.exporters.index import RepoIndex
 from pgproof.exporters.model import RepoSnapshot
 from pgproof.exporters.settings import AlertLimits, ExporterSettings
@@ -47,7 +47,7 @@ class ExportedTarget:
     # wal_backlog_max_files
     limits: AlertLimits = AlertLimits()  # published as gauges for the Prometheus rules
     # backups another tool makes: indexed through the tool (a repository of its own name)
-    foreign: PgBackRestSettings | None = None
+    foreign: ForeignSettings | None = None
 
 
 class _Index(Protocol):
@@ -77,15 +77,15 @@ class Exporter:
             for name, repo in by_name.items()
             if any(name in t.repositories for t in self.targets)
         }
-        # another tool's backups: one index per stanza setting, named as records name it
+        # another tool's backups: one index per source setting, named as records name it
         # (``pgbackrest:main``; ``pgbackrest:main#2`` for a second stanza of the same name)
         self._foreign: dict[str, str] = {}  # target -> its index's name
-        by_settings: dict[PgBackRestSettings, PgBackRestIndex] = {}
+        by_settings: dict[ForeignSettings, ForeignIndex] = {}
         for t in self.targets:
             if t.foreign is None:
                 continue
             if t.foreign not in by_settings:
-                index = PgBackRestIndex(t.foreign, clock)
+                index = ForeignIndex(t.foreign, clock)
                 while index.name in self._indexes:
                     index.name = _next_name(index.name)
                 by_settings[t.foreign] = self._indexes[index.name] = index

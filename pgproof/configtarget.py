@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pgproof import schedules
 from pgproof.backups.compression import parse_method
+from pgproof.backups.kinds import KINDS
 from pgproof.backups.settings import (
+    FilesSettings,
+    ForeignSettings,
     HeartbeatSettings,
     LogicalSettings,
     PgBackRestSettings,
@@ -31,7 +35,7 @@ def target(f: Fields, repos: dict[str, RepoSettings], max_age: float, lock_dir: 
     name = f.req_text("name")
     if not NAME.match(name):
         f.fail("name", "letters, digits, '.', '_' and '-' only (it names repository folders)")
-    foreign = _foreign(f.sub("source")) if f.has("source") else None
+    foreign = _foreign(f.sub("source"), repos) if f.has("source") else None
     settings = TargetSettings(
         name=name,
         source=_source(f, required=foreign is None),
@@ -46,11 +50,13 @@ def target(f: Fields, repos: dict[str, RepoSettings], max_age: float, lock_dir: 
         lock_dir=lock_dir,
         foreign=foreign,
     )
+    if isinstance(foreign, FilesSettings) and foreign.repository in settings.repositories:
+        f.fail("results", "records never go into the backups' own repository: name another")
     if foreign is not None and settings.heartbeat.enabled and not settings.source.conninfo:
         f.fail("heartbeat", "needs the target's conninfo (the heartbeat is written there)")
     when = _schedule(f.sub("schedule"))
     if foreign is not None and ({"logical", "physical"} & set(when)):
-        f.fail("schedule", "pgBackRest makes this target's backups: schedule verify and check")
+        f.fail("schedule", "another tool makes this target's backups: schedule verify and check")
     checks = _checks(f)
     image = f.text("image")
     if image is not None and (problem := check_image_template(image)):
@@ -85,9 +91,11 @@ def _repositories(f: Fields, repos: dict[str, RepoSettings]) -> tuple[RepoSettin
     return tuple(repos[n] for n in names)
 
 
-def _foreign(sf: Fields) -> PgBackRestSettings:
+def _foreign(sf: Fields, repos: dict[str, RepoSettings]) -> ForeignSettings:
     """``source:``: the tool that makes the target's backups (pgproof only reads them)."""
-    sf.req_choice("type", ("pgbackrest",), "pgbackrest")
+    kind = sf.req_choice("type", ("pgbackrest", "files"), "pgbackrest")
+    if kind == "files":
+        return _files(sf, repos)
     d = PgBackRestSettings("")
     settings = PgBackRestSettings(
         stanza=sf.req_text("stanza"),
@@ -103,6 +111,39 @@ def _foreign(sf: Fields) -> PgBackRestSettings:
         value = getattr(settings, key)
         if value and not os.path.isabs(value):
             sf.fail(key, "must be an absolute path")
+    sf.done()
+    return settings
+
+
+def _files(sf: Fields, repos: dict[str, RepoSettings]) -> FilesSettings:
+    """``source: {type: files}``: a repository (directory or S3 prefix) holding the files of
+    cron scripts, each kind in its own folder."""
+    name = sf.req_text("repository")
+    if name not in repos:
+        sf.fail("repository", f"no repository named {name!r}")
+    d = FilesSettings(repos[name])
+
+    def folder(key: str, default: str) -> str:
+        value = sf.text_or(key, default).strip("/")
+        if value.startswith(".") or "//" in value or "/../" in f"/{value}/":
+            sf.fail(key, "a folder inside the repository (no '..', no leading '.')")
+        return value + "/" if value else ""
+
+    settings = FilesSettings(
+        repository=repos[name],
+        dumps=folder("dumps", d.dumps),
+        base_backups=folder("base_backups", d.base_backups),
+        wal=folder("wal", d.wal),
+        globals_pattern=sf.text_or("globals_pattern", d.globals_pattern),
+        timezone=sf.text_or("timezone", d.timezone),
+        kinds=sf.texts("kinds"),
+    )
+    if set(settings.kinds) - set(KINDS):
+        sf.fail("kinds", f"each one of {', '.join(KINDS)}")
+    try:
+        ZoneInfo(settings.timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        sf.fail("timezone", f"unknown time zone {settings.timezone!r} (e.g. UTC, Europe/Paris)")
     sf.done()
     return settings
 

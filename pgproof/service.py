@@ -19,6 +19,7 @@ from typing import Any
 from pgproof import __version__, lifeline
 from pgproof.alerts.conditions import evaluate
 from pgproof.alerts.notifier import Notifier, NotifierSettings
+from pgproof.backups.foreign import expected_kinds
 from pgproof.backups.kinds import KINDS
 from pgproof.backups.lock import lock_files
 from pgproof.backups.storage.base import Repository
@@ -48,10 +49,10 @@ log = logging.getLogger("pgproof.serve")
 def exported_targets(cfg: Config) -> list[ExportedTarget]:
     out = []
     for t in cfg.targets:
-        kinds = tuple(k for k in KINDS if k in t.schedule) or KINDS
+        kinds: tuple[str, ...] = tuple(k for k in KINDS if k in t.schedule) or KINDS
         foreign = t.settings.foreign
-        if foreign is not None:  # physical backups, listed by pgBackRest itself
-            kinds = ("physical",)
+        if foreign is not None:  # the kinds the tool makes, listed by it
+            kinds = expected_kinds(foreign)
         out.append(
             ExportedTarget(
                 t.name,

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+from pathlib import Path
 
 from pgproof.backups import catalog, pgbackrest, walarchive, walnames
 from pgproof.backups.errors import CommandError, SourceError
 from pgproof.backups.kinds import Kind
 from pgproof.backups.pgbackrest import Backup, BackupDamaged, PgBackRest, StanzaInfo
 from pgproof.backups.runner import Runner
-from pgproof.backups.settings import PgBackRestSettings
+from pgproof.backups.settings import FilesSettings, ForeignSettings, PgBackRestSettings
 from pgproof.verifier import authid, basefiles
 from pgproof.verifier.errors import NoBackup, RestoreFailed, SandboxError
-from pgproof.verifier.job import RestoreJob
+from pgproof.verifier.job import Origin, RestoreJob
 from pgproof.verifier.records import CheckResult
 from pgproof.verifier.walprefetch import Prefetched, plan
 
@@ -67,6 +68,49 @@ def manifest_of(backup: Backup, target: str, stanza: str) -> catalog.Manifest:
             "db_id": backup.db_id,
         },
     )
+
+
+def described(job: RestoreJob, manifest: catalog.Manifest) -> catalog.Manifest:
+    """What another tool's listing does not say, read from the restored files: segment size,
+    data checksums and the system identifier from pg_controldata, the bootstrap superuser
+    from pg_authid."""
+    data = job.sandbox.data_dir
+    try:
+        out = job.sandbox.run("pg_controldata", [str(data)], timeout=60).stdout
+    except CommandError as exc:
+        raise RestoreFailed(f"pg_controldata on the restored files: {exc}") from None
+    control = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (line.partition(":") for line in out.decode(errors="replace").splitlines())
+    )
+    try:
+        segment = int(control["Bytes per WAL segment"])
+        checksums = control.get("Data page checksum version", "0") != "0"
+        sysid = control["Database system identifier"]
+    except (KeyError, ValueError):
+        raise RestoreFailed("pg_controldata does not read the restored pg_control") from None
+    try:
+        names = authid.bootstrap_superusers((data / "global" / "1260").read_bytes())
+    except OSError as exc:
+        raise RestoreFailed(f"the restored files have no pg_authid: {exc}") from None
+    if not names:
+        raise SandboxError("no bootstrap superuser (role oid 10) in the restored pg_authid")
+    return dataclasses.replace(
+        manifest,
+        wal_segment_size=segment,
+        data_checksums=checksums,
+        superuser=names[0],
+        system_identifier=sysid,
+    )
+
+
+def origin_for(settings: ForeignSettings, runner: Runner) -> Origin:
+    """The origin of a foreign source's backups."""
+    if isinstance(settings, FilesSettings):
+        from pgproof.verifier.filesorigin import FilesOrigin
+
+        return FilesOrigin(settings, runner)
+    return PgBackRestOrigin(settings, runner)
 
 
 class PgBackRestOrigin:
@@ -114,10 +158,13 @@ class PgBackRestOrigin:
         if owner is not None:
             basefiles.chown_tree(sandbox.data_dir, owner.uid, owner.gid)
             basefiles.chown_tree(tablespaces, owner.uid, owner.gid)
-        manifest = self._described(job, manifest)
+        manifest = described(job, manifest)
         wal = self._wal(job, manifest)
         job.findings.bytes_restored = int(manifest.extra.get("stored_bytes", 0)) + wal.bytes
         return manifest, wal
+
+    def fetch_dumps(self, job: RestoreJob) -> tuple[catalog.Manifest, Path, int]:
+        raise NoBackup(f"pgBackRest makes physical backups only ({self.where})", "logical", None)
 
     def integrity(self, job: RestoreJob, wal_included: bool) -> CheckResult:
         """``pgbackrest verify``: the tested backup's files against the checksums pgBackRest
@@ -150,34 +197,6 @@ class PgBackRestOrigin:
             f"pgbackrest verify: every file of backup {label} matches its recorded checksum"
             + (f" (elsewhere in {self.where}: {'; '.join(elsewhere)[:200]})" if elsewhere else ""),
             evidence,
-        )
-
-    def _described(self, job: RestoreJob, manifest: catalog.Manifest) -> catalog.Manifest:
-        """Segment size and checksums from pg_controldata, the superuser from pg_authid."""
-        data = job.sandbox.data_dir
-        try:
-            out = job.sandbox.run("pg_controldata", [str(data)], timeout=60).stdout
-        except CommandError as exc:
-            raise RestoreFailed(f"pg_controldata on the restored files: {exc}") from None
-        control = dict(
-            (k.strip(), v.strip())
-            for k, _, v in (
-                line.partition(":") for line in out.decode(errors="replace").splitlines()
-            )
-        )
-        try:
-            segment = int(control["Bytes per WAL segment"])
-            checksums = control.get("Data page checksum version", "0") != "0"
-        except (KeyError, ValueError):
-            raise RestoreFailed("pg_controldata does not read the restored pg_control") from None
-        try:
-            names = authid.bootstrap_superusers((data / "global" / "1260").read_bytes())
-        except OSError as exc:
-            raise RestoreFailed(f"the restored files have no pg_authid: {exc}") from None
-        if not names:
-            raise SandboxError("no bootstrap superuser (role oid 10) in the restored pg_authid")
-        return dataclasses.replace(
-            manifest, wal_segment_size=segment, data_checksums=checksums, superuser=names[0]
         )
 
     def _listing(self, segment_size: int, db_id: int) -> walarchive.ArchiveListing:

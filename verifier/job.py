@@ -9,6 +9,7 @@ import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pgproof.backups import catalog, kinds
@@ -98,6 +99,27 @@ class PhysicalOrigin(Protocol):
         ...
 
 
+class Origin(PhysicalOrigin, Protocol):
+    """Backups another tool makes (``verifier.foreign``): listed and chosen by the tool,
+    fetched into the sandbox; what follows is pgproof's restore test unchanged."""
+
+    @property
+    def where(self) -> str:
+        """The name the source goes by (``pgbackrest:main``, ``files:cronbox``)."""
+        ...
+
+    def choose(self, target: str, kind: kinds.Kind, backup_id: str | None) -> catalog.Manifest:
+        """The newest backup of the kind (or ``backup_id``); NoBackup when there is none."""
+        ...
+
+    def fetch_dumps(self, job: RestoreJob) -> tuple[catalog.Manifest, Path, int]:
+        """A logical backup's dumps as plain files in a folder of the sandbox's work dir (the
+        manifest completed with what their headers say); the folder and the bytes read."""
+        ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class RestoreJob:
     """Everything one restore test works with (logical or physical)."""
@@ -112,7 +134,7 @@ class RestoreJob:
     findings: Findings
     progress: Progress
     started: dt.datetime  # when the restore test started (the RPO is measured from it)
-    origin: PhysicalOrigin | None = None  # None: pgproof's own repositories
+    origin: Origin | None = None  # None: pgproof's own repositories
 
 
 def amcheck_check(

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from psycopg import sql
+
 from pgproof.backups import catalog, compression, pgbin
 from pgproof.backups.errors import CommandError
 from pgproof.backups.progress import Progress
@@ -102,7 +104,10 @@ def restore(
     server = _require_extensions(sandbox, manifest)
     globals_file = next((f for f in manifest.files if f.role == "globals"), None)
     if globals_file is not None:
-        text = compression.zstd_decompress_bytes((files / globals_file.name).read_bytes()).decode()
+        raw = (files / globals_file.name).read_bytes()
+        if globals_file.compression.startswith("zstd"):
+            raw = compression.zstd_decompress_bytes(raw)
+        text = raw.decode()
         script = files / "globals.sql"
         script.write_text(_own_superuser(_sandbox_tablespaces(text, sandbox, result), sandbox.user))
         _chown_like(script, files)
@@ -114,6 +119,9 @@ def restore(
         _collect(result, "globals", res.stderr, sandbox.major)
     for dump in manifest.databases:
         result.databases.append(dump.name)
+        if dump.format.startswith("plain"):
+            _restore_plain(sandbox, dump, files, result, timeout)
+            continue
         argv = [
             tools.path("pg_restore"),
             # --create connects here first; --clean drops the sandbox's own copy of an
@@ -144,6 +152,44 @@ def restore(
             f"{server // 10000}.{server % 100}; a dump of a newer release may use what it lacks)"
         )
     return result
+
+
+def _restore_plain(
+    sandbox: Sandbox,
+    dump: catalog.DatabaseDump,
+    files: Path,
+    result: LogicalRestore,
+    timeout: float,
+) -> None:
+    """A plain SQL dump through psql: one made with ``--create`` (format ``plain-create``)
+    creates and connects to its database itself; otherwise the database is created first,
+    by the name the file carries."""
+    dbname = "postgres"
+    if dump.format != "plain-create":
+        dbname = dump.name
+        with sandbox.connect() as conn:
+            exists = conn.execute(
+                "select 1 from pg_database where datname = %s", (dbname,)
+            ).fetchone()
+            if exists is None:
+                conn.execute(
+                    sql.SQL("create database {} template template0").format(sql.Identifier(dbname))
+                )
+    res = sandbox.run(
+        "psql",
+        [
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-d",
+            sandbox.conninfo(dbname),
+            "-f",
+            str(files / dump.file),
+        ],
+        timeout=timeout,
+    )
+    _collect(result, dump.name, res.stderr, sandbox.major)
 
 
 def _require_extensions(sandbox: Sandbox, manifest: catalog.Manifest) -> int:
@@ -262,7 +308,12 @@ def run_logical(job: RestoreJob) -> None:
     properties, roles, amcheck and the target's own checks."""
     request, manifest, sandbox, found = job.request, job.manifest, job.sandbox, job.findings
     with job.timer.measure("fetch"):
-        files, found.bytes_restored = fetch(job.repo, manifest, sandbox, job.runner, job.progress)
+        if job.origin is None:
+            files, found.bytes_restored = fetch(
+                job.repo, manifest, sandbox, job.runner, job.progress
+            )
+        else:  # another tool's dumps, as plain files (their headers complete the manifest)
+            manifest, files, found.bytes_restored = job.origin.fetch_dumps(job)
     with job.timer.measure("restore"):
         sandbox.initdb(superuser=manifest.superuser)
         sandbox.configure(fast=True)

@@ -20,9 +20,9 @@ from typing import Any
 
 import jinja2
 
-from pgproof.backups import catalog, health, pgbackrest
+from pgproof.backups import catalog, foreign, health
 from pgproof.backups.runner import Runner
-from pgproof.backups.settings import PgBackRestSettings, TargetSettings
+from pgproof.backups.settings import ForeignSettings, TargetSettings
 from pgproof.backups.storage.base import Repository
 from pgproof.verifier import chain, records, svgcharts
 
@@ -36,7 +36,7 @@ class TargetInput:
     name: str
     repos: Sequence[Repository]
     max_backup_age_seconds: float = 26 * 3600
-    foreign: PgBackRestSettings | None = None  # backups another tool makes (listed by it)
+    foreign: ForeignSettings | None = None  # backups another tool makes (listed by it)
 
 
 def inputs(targets: Sequence[TargetSettings], repos: Sequence[Repository]) -> list[TargetInput]:
@@ -95,7 +95,7 @@ def _unreadable(rec: chain.ChainRecord) -> dict[str, Any]:
 
 def _window(target: TargetInput, now: dt.datetime) -> dict[str, Any]:
     if target.foreign is not None:  # the backups are where the tool keeps them
-        report = pgbackrest.health(
+        report = foreign.health(
             target.foreign, Runner(), target.name, target.max_backup_age_seconds, now, False
         )
     else:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -27,7 +26,7 @@ from pgproof.verifier.errors import (
     VerifierError,
 )
 from pgproof.verifier.isolation import sandbox_runner
-from pgproof.verifier.job import Findings, RestoreJob, Timer, VerifyRequest
+from pgproof.verifier.job import Findings, Origin, RestoreJob, Timer, VerifyRequest
 from pgproof.verifier.logical import run_logical
 from pgproof.verifier.physical import run_physical
 from pgproof.verifier.processsandbox import ProcessSandbox
@@ -35,9 +34,6 @@ from pgproof.verifier.records import BackupRef, ResultRecord
 from pgproof.verifier.sandbox import Sandbox, reap_leftovers
 from pgproof.verifier.settings import VerifierSettings
 from pgproof.verifier.verdicts import Verdict
-
-if TYPE_CHECKING:
-    from pgproof.verifier.foreign import PgBackRestOrigin
 
 SandboxFactory = Callable[[int, Runner], Sandbox]  # (the backup's major, runner)
 RestoreTest = Callable[[RestoreJob], None]  # restores into job.sandbox, adds to job.findings
@@ -104,13 +100,13 @@ def choose_backup(
     return next((r, m) for r, m in found if m.finished_at == newest)
 
 
-def origin_for(request: VerifyRequest, runner: Runner) -> PgBackRestOrigin | None:
+def origin_for(request: VerifyRequest, runner: Runner) -> Origin | None:
     """Where the target's backups come from when another tool makes them."""
     if request.target.foreign is None:
         return None
-    from pgproof.verifier.foreign import PgBackRestOrigin
+    from pgproof.verifier import foreign
 
-    return PgBackRestOrigin(request.target.foreign, runner)
+    return foreign.origin_for(request.target.foreign, runner)
 
 
 def judge(restore: Callable[[], None], findings: Findings) -> tuple[Verdict, str]:
@@ -160,7 +156,7 @@ def _verify(
     progress: Progress | None,
     sandbox_factory: SandboxFactory | None,
     restore_tests: Mapping[Kind, RestoreTest],
-    origin: PgBackRestOrigin | None,
+    origin: Origin | None,
 ) -> ResultRecord:
     started = dt.datetime.now(dt.UTC)
     newest = records.newest(repos, request.target.name)  # the chain continues from it

@@ -6,7 +6,7 @@ import argparse
 import signal
 
 from pgproof import __version__
-from pgproof.backups import retention
+from pgproof.backups import foreign, retention
 from pgproof.backups.errors import BackupError, LockHeld
 from pgproof.backups.lifecycle import run_backup
 from pgproof.backups.lock import target_lock
@@ -20,7 +20,8 @@ def cmd_backup(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
     target = targets[0]
     if target.settings.foreign is not None:
         err(
-            f"backup: pgBackRest makes the backups of target {target.name}; pgproof only tests them"
+            f"backup: {foreign.where(target.settings.foreign)} holds the backups of target "
+            f"{target.name}, made by another tool; pgproof only tests them"
         )
         return EXIT_USAGE
 
@@ -75,7 +76,7 @@ def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
     status = EXIT_OK
     for target in targets:
         if target.settings.foreign is not None:
-            continue  # pgBackRest keeps its own retention; the records are never deleted
+            continue  # the other tool keeps its own retention; the records are never deleted
         try:
             with (
                 opened(target.settings.repositories) as repos,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from pgproof.backups import catalog, health, pgbackrest
+from pgproof.backups import catalog, foreign, health
 from pgproof.backups.errors import BackupError
 from pgproof.backups.runner import Runner
 from pgproof.backups.storage.base import Repository
@@ -42,10 +42,10 @@ def _rows(target: str, repo: Repository) -> list[dict[str, Any]]:
 
 
 def _foreign_rows(target: Target) -> list[dict[str, Any]]:
-    """A pgBackRest target's backups as pgBackRest lists them, with their newest restore test
+    """A foreign target's backups as its tool lists them, with their newest restore test
     from the results repository."""
     assert target.settings.foreign is not None
-    report = pgbackrest.health(
+    report = foreign.health(
         target.settings.foreign,
         Runner(),
         target.name,
@@ -115,7 +115,7 @@ def cmd_check(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace
     for target in targets:
         if target.settings.foreign is not None:
             reports.append(
-                pgbackrest.health(
+                foreign.health(
                     target.settings.foreign,
                     Runner(),
                     target.name,

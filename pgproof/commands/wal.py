@@ -16,7 +16,10 @@ from pgproof.output import EXIT_FAILED, EXIT_FETCH_ABORT, EXIT_OK, EXIT_USAGE, e
 def _foreign(target: Target, command: str) -> bool:
     if target.settings.foreign is None:
         return False
-    err(f"{command}: pgBackRest archives the WAL of target {target.name}, not pgproof")
+    from pgproof.backups.foreign import where as where_of  # not on wal-push's path
+
+    where = where_of(target.settings.foreign)
+    err(f"{command}: another tool archives the WAL of target {target.name} ({where}), not pgproof")
     return True
 
 

@@ -189,7 +189,7 @@ def test_list_and_check_read_the_stanza(source: Source) -> None:
     assert window["problems"] == [] and window["from"], window
     assert window["repositories"]["pgbackrest:main"]["physical_backups"] == 1
     refused = source.pgproof("backup", "physical", "--target", "plain")
-    assert refused.returncode == 2 and "pgBackRest makes the backups" in refused.stderr
+    assert refused.returncode == 2 and "made by another tool" in refused.stderr
 
 
 def test_metrics_and_alerts_follow_pgbackrests_listing(
