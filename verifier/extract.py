@@ -128,6 +128,16 @@ def extract(chunks: Iterable[bytes], dest: Path) -> int:
                 safe = check_member(member, dest)
                 tar.extract(safe, dest, set_attrs=not safe.issym(), numeric_owner=True)
                 count += 1
+            # read the stream to its end: what checks it there (a sha256, a gzip CRC, zstd's
+            # frame checksums) runs; and tarfile takes a damaged member header for the end
+            # of the archive, so anything but zeros after it is damage, not padding
+            rest = tar.fileobj
+            while rest is not None and (block := rest.read(1 << 20)):
+                if block.strip(b"\0"):
+                    raise RestoreFailed(
+                        f"the tar archive stops after {count} members at a damaged member "
+                        "header (data follows where it seems to end)"
+                    )
     except (tarfile.TarError, EOFError) as exc:
         raise RestoreFailed(f"the base backup is not a complete tar archive: {exc}") from exc
     os.chmod(dest, 0o700)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,17 +91,28 @@ def cron_backups(major: int = 15) -> Iterator[CronBackups]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def files_target(name: str, **extra: object) -> dict[str, object]:
-    """A pgproof target reading the repository ``cron`` (the scripts' folder); records go to
-    ``local`` (``write_config``)."""
-    source: dict[str, object] = {"type": "files", "repository": "cron"}
-    source.update(extra.pop("source", {}) or {})  # type: ignore[call-overload]
-    return {"name": name, "results": "local", "source": source, **extra}
+def files_target(
+    name: str, source: dict[str, object] | None = None, **extra: object
+) -> dict[str, object]:
+    """A pgproof target reading the repository ``cron`` (the scripts' folder) unless
+    ``source`` says otherwise; records go to ``local`` (``write_config``)."""
+    return {
+        "name": name,
+        "results": "local",
+        "source": {"type": "files", "repository": "cron", **(source or {})},
+        **extra,
+    }
 
 
-def write_config(base: Path, cron: dict[str, object], *targets: dict[str, object]) -> Path:
+def write_config(
+    base: Path,
+    cron: dict[str, object],
+    *targets: dict[str, object],
+    extra_repos: Sequence[dict[str, object]] = (),
+) -> Path:
     """``base/pgproof.yaml``: the repository ``cron`` (``cron``: its settings, a folder or an
-    S3 prefix) and a filesystem results repository ``local`` under ``base``."""
+    S3 prefix), ``extra_repos`` and a filesystem results repository ``local`` under
+    ``base``."""
     results = base / "results"
     results.mkdir(exist_ok=True)
     config = base / "pgproof.yaml"
@@ -112,6 +123,7 @@ def write_config(base: Path, cron: dict[str, object], *targets: dict[str, object
                 "repositories": [
                     {"name": "local", "type": "filesystem", "path": str(results)},
                     {"name": "cron", **cron},
+                    *extra_repos,
                 ],
                 "targets": list(targets),
             }

@@ -73,3 +73,17 @@ def test_truncated_archive_fails(tmp_path: Path) -> None:
     data = tar_of(("big", "file", b"y" * 100_000))
     with pytest.raises(RestoreFailed, match="not a complete tar"):
         extract(chunked(data[:50_000]), tmp_path / "d")
+
+
+def test_a_damaged_member_header_is_not_taken_for_the_end(tmp_path: Path) -> None:
+    """tarfile stops at a header whose checksum fails as if the archive ended there: the
+    members after it would be silently missing."""
+    data = bytearray(tar_of(("a", "file", b"x" * 600), ("b", "file", b"y" * 600)))
+    data[1536 + 10] ^= 0xFF  # the second member's header (after a's 512 + 1024 bytes)
+    with pytest.raises(RestoreFailed, match="damaged member header"):
+        extract(chunked(bytes(data)), tmp_path / "d")
+
+
+def test_zero_padding_after_the_end_is_fine(tmp_path: Path) -> None:
+    data = tar_of(("a", "file", b"x" * 600)) + b"\0" * 20480
+    assert extract(chunked(data), tmp_path / "d") == 1
