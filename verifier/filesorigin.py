@@ -225,7 +225,7 @@ class FilesOrigin:
                 "time_from": "backup_label" if label and label.started else chosen.time_source,
                 "listed_time_from": chosen.time_source,
                 "folder": chosen.prefix,
-                "files": sorted(chosen.files),
+                "files": sorted(f.key for f in chosen.files.values()),
                 "stored_bytes": chosen.size,
                 "unreadable_label": not start_wal,
             },

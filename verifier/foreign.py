@@ -63,6 +63,7 @@ def manifest_of(backup: Backup, target: str, stanza: str) -> catalog.Manifest:
         stop_wal=backup.stop_wal,
         extra={
             "source": "pgbackrest",
+            "time_from": "pgbackrest info",
             "type": backup.type,
             "stored_bytes": backup.stored,
             "db_id": backup.db_id,

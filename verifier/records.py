@@ -94,17 +94,26 @@ class BackupRef:
     size_bytes: int = 0
     finished_at: str = ""
     compression: str = ""
+    # another tool's backup: where its time comes from (the tool's listing, a file or folder
+    # name, a file's mtime, its backup_label) and the files tested ("" / (): pgproof's own)
+    time_from: str = ""
+    files: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, raw: object) -> BackupRef | None:
         doc = _object(raw, "backup")
         if not doc:
             return None
+        files = doc.get("files") or []
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise RecordError("backup.files is not a list of names")
         return cls(
             _text(doc, "repository"),
             _int(doc, "size_bytes"),
             _text(doc, "finished_at"),
             _text(doc, "compression"),
+            _text(doc, "time_from"),
+            tuple(files),
         )
 
 

@@ -171,7 +171,14 @@ def _verify(
             unlisted = _unlisted(request, origin.where, started, version, exc, newest)
             return _store(repos, unlisted)
         stored = int(manifest.extra.get("stored_bytes", 0))
-        backup = BackupRef(origin.where, stored, manifest.finished_at, manifest.compression)
+        backup = BackupRef(
+            origin.where,
+            stored,
+            manifest.finished_at,
+            manifest.compression,
+            str(manifest.extra.get("time_from", "")),
+            tuple(str(f) for f in manifest.extra.get("files", ())),
+        )
     if manifest.kind == "physical" and (request.pitr or "latest") != "random":
         from pgproof.verifier import pitr
 

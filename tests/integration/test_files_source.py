@@ -163,6 +163,8 @@ def test_a_dump_run_passes_and_the_plain_dump_restores(trees: Trees) -> None:
     assert restored["postgres"]["public.pgbench_accounts"] == 100000
     assert checks["amcheck"].verdict == "passed"
     assert r.backup is not None and r.backup.repository == "files:cron"
+    assert r.backup.time_from == "name"  # the run's timestamp, said in the record
+    assert any(f.startswith("dumps/shop_") for f in r.backup.files), r.backup.files
     assert tree_hash(trees.copies["cron"]) == before
 
 
@@ -177,6 +179,7 @@ def test_a_base_backup_passes_pitr_random_with_the_heartbeat_proof(trees: Trees)
     latest = trees.verify("cron", "physical")
     assert latest.verdict == "passed", latest.cause
     assert latest.backup_id == trees.stamp
+    assert latest.backup is not None and latest.backup.time_from == "backup_label"
     assert tree_hash(trees.copies["cron"]) == before
 
 
@@ -233,3 +236,34 @@ def test_list_check_report_and_refusals(trees: Trees) -> None:
     report = json.loads(trees.pgproof("report", "--format", "json", "--target", "cron").stdout)
     (window,) = [t["recoverable_window"] for t in report["targets"]]
     assert window["repositories"]["files:cron"]["logical_backups"] == 1
+
+
+def test_metrics_and_alerts_follow_the_files(trees: Trees, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import generate_latest
+
+    from pgproof import config as config_mod
+    from pgproof.alerts.conditions import evaluate
+    from pgproof.backups.storage.factory import opened
+    from pgproof.exporters.collector import registry
+    from pgproof.exporters.exporter import Exporter
+    from pgproof.service import alert_limits, exported_targets
+
+    for name, value in S3_ENV.items():
+        monkeypatch.setenv(name, value)
+    trees.verify("cron", "physical")  # a passed restore test of each kind to show
+    trees.verify("cron", "logical")
+    cfg = config_mod.load(str(trees.config))
+    with opened(cfg.repositories) as repos:
+        exporter = Exporter(exported_targets(cfg), repos)
+        try:
+            exporter.refresh()
+            text = generate_latest(registry(exporter)).decode()
+            statuses = list(exporter.statuses())
+        finally:
+            exporter.close()
+    assert 'pgproof_repository_up{repository="files:cron"} 1.0' in text
+    for kind in ("logical", "physical"):
+        assert f'pgproof_backup_age_seconds{{kind="{kind}",target="cron"}}' in text
+        assert f'pgproof_restore_test_last_status{{kind="{kind}",target="cron"}} 1.0' in text
+    alerts = evaluate(statuses, time.time(), alert_limits(cfg))
+    assert not [a for a in alerts if a.target == "cron"], alerts  # healthy: nothing fires
