@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pgproof.backups import filesource, pgbackrest
+from pgproof.backups import barmancloud, filesource, pgbackrest
 from pgproof.backups.health import HealthReport
 from pgproof.backups.kinds import KINDS
 from pgproof.backups.runner import Runner
-from pgproof.backups.settings import FilesSettings, ForeignSettings
+from pgproof.backups.settings import BarmanCloudSettings, FilesSettings, ForeignSettings
 
 
 def where(settings: ForeignSettings) -> str:
-    """``pgbackrest:main/repo2``, ``files:cronbox``."""
+    """``pgbackrest:main/repo2``, ``files:cronbox``, ``barman-cloud:pg``."""
     if isinstance(settings, FilesSettings):
         return filesource.where(settings)
+    if isinstance(settings, BarmanCloudSettings):
+        return barmancloud.where(settings)
     return pgbackrest.where(settings)
 
 
@@ -40,4 +42,6 @@ def health(
     """``pgproof check`` of the source (``verify``: also read what it stores through)."""
     if isinstance(settings, FilesSettings):
         return filesource.health(settings, target, max_backup_age_seconds, now, verify)
+    if isinstance(settings, BarmanCloudSettings):
+        return barmancloud.health(settings, runner, target, max_backup_age_seconds, now, verify)
     return pgbackrest.health(settings, runner, target, max_backup_age_seconds, now, verify)

@@ -134,7 +134,18 @@ class FilesSettings:
     kinds: tuple[str, ...] = ()  # the kinds the scripts make (alerts when missing); (): found
 
 
-ForeignSettings = PgBackRestSettings | FilesSettings
+@dataclass(frozen=True)
+class BarmanCloudSettings:
+    """A target whose backups barman-cloud (or CloudNativePG's Barman Cloud plugin) keeps in
+    an object store (``source: {type: barman-cloud}``): ``repository`` is the S3 location
+    (bucket, prefix = barman's destination path, endpoint, credentials), read only."""
+
+    repository: S3RepoSettings
+    server: str  # barman's server name (CloudNativePG: the cluster's name)
+    bin_dir: str | None = None  # where barman-cloud-* are (None: PATH)
+
+
+ForeignSettings = PgBackRestSettings | FilesSettings | BarmanCloudSettings
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pgproof import schedules
 from pgproof.backups.compression import parse_method
 from pgproof.backups.kinds import KINDS
 from pgproof.backups.settings import (
+    BarmanCloudSettings,
     FilesSettings,
     ForeignSettings,
     HeartbeatSettings,
@@ -19,6 +20,7 @@ from pgproof.backups.settings import (
     PhysicalSettings,
     RepoSettings,
     RetentionSettings,
+    S3RepoSettings,
     SourceSettings,
     TargetSettings,
     WalSettings,
@@ -50,7 +52,10 @@ def target(f: Fields, repos: dict[str, RepoSettings], max_age: float, lock_dir: 
         lock_dir=lock_dir,
         foreign=foreign,
     )
-    if isinstance(foreign, FilesSettings) and foreign.repository in settings.repositories:
+    if (
+        isinstance(foreign, FilesSettings | BarmanCloudSettings)
+        and foreign.repository in settings.repositories
+    ):
         f.fail("results", "records never go into the backups' own repository: name another")
     if foreign is not None and settings.heartbeat.enabled and not settings.source.conninfo:
         f.fail("heartbeat", "needs the target's conninfo (the heartbeat is written there)")
@@ -93,9 +98,11 @@ def _repositories(f: Fields, repos: dict[str, RepoSettings]) -> tuple[RepoSettin
 
 def _foreign(sf: Fields, repos: dict[str, RepoSettings]) -> ForeignSettings:
     """``source:``: the tool that makes the target's backups (pgproof only reads them)."""
-    kind = sf.req_choice("type", ("pgbackrest", "files"), "pgbackrest")
+    kind = sf.req_choice("type", ("pgbackrest", "files", "barman-cloud"), "pgbackrest")
     if kind == "files":
         return _files(sf, repos)
+    if kind == "barman-cloud":
+        return _barman_cloud(sf, repos)
     d = PgBackRestSettings("")
     settings = PgBackRestSettings(
         stanza=sf.req_text("stanza"),
@@ -146,6 +153,25 @@ def _files(sf: Fields, repos: dict[str, RepoSettings]) -> FilesSettings:
         sf.fail("timezone", f"unknown time zone {settings.timezone!r} (e.g. UTC, Europe/Paris)")
     sf.done()
     return settings
+
+
+def _barman_cloud(sf: Fields, repos: dict[str, RepoSettings]) -> BarmanCloudSettings:
+    """``source: {type: barman-cloud}``: an S3 repository whose prefix is barman's
+    destination path, and the server name."""
+    name = sf.req_text("repository")
+    repo = repos.get(name)
+    if repo is None:
+        sf.fail("repository", f"no repository named {name!r}")
+    if not isinstance(repo, S3RepoSettings):
+        sf.fail("repository", "barman-cloud keeps its backups in an object store: name an S3 one")
+    server = sf.req_text("server")
+    if "/" in server or server.startswith("."):
+        sf.fail("server", "a barman server name (no '/')")
+    bin_dir = sf.text("bin_dir")
+    if bin_dir and not os.path.isabs(bin_dir):
+        sf.fail("bin_dir", "must be an absolute path")
+    sf.done()
+    return BarmanCloudSettings(repo, server, bin_dir)
 
 
 def _results(f: Fields, repos: dict[str, RepoSettings]) -> tuple[RepoSettings, ...]:

@@ -11,3 +11,5 @@ else
   venv="/var/tmp/pgproof-venv-$(printf '%s' "$repo_root" | sha256sum | cut -c1-12)"; editable=0
 fi
 export PGPROOF_PG_CACHE="${PGPROOF_PG_CACHE:-/var/cache/pgproof/postgresql}"
+barman_venv="$venv-barman"  # barman-cloud's own venv (scripts/setup)
+export PGPROOF_BARMAN_BIN="${PGPROOF_BARMAN_BIN:-$barman_venv/bin}"

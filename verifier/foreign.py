@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from pgproof.backups import catalog, pgbackrest, walarchive, walnames
@@ -24,7 +25,12 @@ from pgproof.backups.errors import CommandError, SourceError
 from pgproof.backups.kinds import Kind
 from pgproof.backups.pgbackrest import Backup, BackupDamaged, PgBackRest, StanzaInfo
 from pgproof.backups.runner import Runner
-from pgproof.backups.settings import FilesSettings, ForeignSettings, PgBackRestSettings
+from pgproof.backups.settings import (
+    BarmanCloudSettings,
+    FilesSettings,
+    ForeignSettings,
+    PgBackRestSettings,
+)
 from pgproof.verifier import authid, basefiles
 from pgproof.verifier.errors import NoBackup, RestoreFailed, SandboxError
 from pgproof.verifier.job import Origin, RestoreJob
@@ -111,6 +117,10 @@ def origin_for(settings: ForeignSettings, runner: Runner) -> Origin:
         from pgproof.verifier.filesorigin import FilesOrigin
 
         return FilesOrigin(settings, runner)
+    if isinstance(settings, BarmanCloudSettings):
+        from pgproof.verifier.barmanorigin import BarmanCloudOrigin
+
+        return BarmanCloudOrigin(settings, runner)
     return PgBackRestOrigin(settings, runner)
 
 
@@ -223,35 +233,45 @@ class PgBackRestOrigin:
         return walarchive.ArchiveListing(segments, histories, [], None)
 
     def _wal(self, job: RestoreJob, manifest: catalog.Manifest) -> Prefetched:
-        directory = job.sandbox.work_dir / "wal"
-        directory.mkdir(parents=True, exist_ok=True)
         listing = self._listing(manifest.wal_segment_size, int(manifest.extra["db_id"]))
-        histories = {}
-        for tli, name in listing.histories.items():
-            if not self.tool.archive_get(name, str(directory / name)):
-                raise RestoreFailed(f"timeline history {name} is listed but not archived")
-            text = (directory / name).read_text()
-            histories[tli] = walnames.parse_history(text)
-        names, last = plan(listing, histories, manifest)
-
-        def get(name: str) -> int:
-            path = directory / name
-            if not self.tool.archive_get(name, str(path)):
-                raise RestoreFailed(f"WAL segment {name} is listed but archive-get finds none")
-            return path.stat().st_size
-
         try:
-            with concurrent.futures.ThreadPoolExecutor(FETCH_WORKERS) as pool:
-                sizes = list(pool.map(get, names))
+            return fetch_wal(job, manifest, listing, self.tool.archive_get, "archive-get")
         except BackupDamaged as exc:
             raise RestoreFailed(str(exc)) from None
-        owner = job.runner.postgres_identity()
-        if owner is not None:
-            basefiles.chown_tree(directory, owner.uid, owner.gid)
-        return Prefetched(
-            directory,
-            names,
-            sorted(listing.histories.values()),
-            last,
-            sum(sizes),
-        )
+
+
+def fetch_wal(
+    job: RestoreJob,
+    manifest: catalog.Manifest,
+    listing: walarchive.ArchiveListing,
+    get: Callable[[str, str], bool],
+    tool: str,
+) -> Prefetched:
+    """The WAL a replay needs, fetched by another tool's own command (``get(name, dest)``:
+    False when the tool finds no such file), in parallel, after the listing's continuity and
+    timeline path were checked (a gap fails by name before replay). The listing's values are
+    the names the tool takes."""
+    directory = job.sandbox.work_dir / "wal"
+    directory.mkdir(parents=True, exist_ok=True)
+    histories = {}
+    for tli, name in listing.histories.items():
+        if not get(name, str(directory / name)):
+            raise RestoreFailed(f"timeline history {name} is listed but {tool} finds none")
+        try:
+            histories[tli] = walnames.parse_history((directory / name).read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RestoreFailed(f"timeline history {name} is unreadable: {exc}") from None
+    names, last = plan(listing, histories, manifest)
+
+    def one(name: str) -> int:
+        path = directory / name
+        if not get(name, str(path)):
+            raise RestoreFailed(f"WAL segment {name} is listed but {tool} finds none")
+        return path.stat().st_size
+
+    with concurrent.futures.ThreadPoolExecutor(FETCH_WORKERS) as pool:
+        sizes = list(pool.map(one, names))
+    owner = job.runner.postgres_identity()
+    if owner is not None:
+        basefiles.chown_tree(directory, owner.uid, owner.gid)
+    return Prefetched(directory, names, sorted(listing.histories.values()), last, sum(sizes))

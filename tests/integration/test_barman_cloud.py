@@ -1,0 +1,237 @@
+"""Restore tests of backups barman-cloud made (issue 14; the layout CloudNativePG's Barman
+Cloud plugin writes) in SeaweedFS S3: the real barman-cloud-restore and
+barman-cloud-wal-restore fetch, pgproof's verifier does the rest. Broken copies of the server
+folder fail naming the cause; no object of any copy changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pgproof.verifier.records import ResultRecord
+from tests.support.barman import SERVER, BarmanSource, barman_bin, barman_source
+from tests.support.fixtures import PGPROOF
+from tests.support.pgbackrest import write_pgproof_config
+from tests.support.pgcluster import private_dir
+from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(barman_bin() is None, reason="barman-cloud not installed"),
+]
+S3_ENV = {"PGPROOF_TEST_S3_KEY": ACCESS_KEY, "PGPROOF_TEST_S3_SECRET": SECRET_KEY}
+
+
+def _repo(s3: SeaweedS3, name: str, bucket: str, prefix: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "type": "s3",
+        "bucket": bucket,
+        "prefix": prefix,
+        "endpoint_url": s3.endpoint,
+        "region": "us-east-1",
+        "access_key_id_env": "PGPROOF_TEST_S3_KEY",
+        "secret_access_key_env": "PGPROOF_TEST_S3_SECRET",
+    }
+
+
+def _target(name: str, repo: str, bin_dir: Path, **extra: object) -> dict[str, object]:
+    source = {"type": "barman-cloud", "repository": repo, "server": SERVER, "bin_dir": str(bin_dir)}
+    return {"name": name, "results": "local", "source": source, **extra}
+
+
+def _config(
+    base: Path, s3: SeaweedS3, src: BarmanSource, targets: dict[str, str], **first: object
+) -> Path:
+    """One target per prefix (``targets``: name -> prefix); the first takes ``first``."""
+    config = write_pgproof_config(
+        base,
+        *(
+            _target(name, name, src.bin, **(first if i == 0 else {}))
+            for i, name in enumerate(targets)
+        ),
+    )
+    doc = yaml.safe_load(config.read_text())
+    doc["repositories"] += [_repo(s3, n, src.bucket, p) for n, p in targets.items()]
+    config.write_text(yaml.safe_dump(doc))
+    return config
+
+
+@dataclass
+class Server:
+    source: BarmanSource
+    config: Path
+    removed: str
+
+    def pgproof(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PGPROOF, "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, **S3_ENV},
+        )
+
+    def verify(self, target: str, *args: str) -> ResultRecord:
+        done = self.pgproof("verify", "--target", target, "--kind", "physical", "--json", *args)
+        assert done.stdout, done.stderr
+        (record,) = json.loads(done.stdout)["results"]
+        return ResultRecord.from_dict(record)
+
+
+def _segments(keys: list[str]) -> list[str]:
+    return [k for k in keys if "/wals/" in k and len(k.rsplit("/", 1)[-1].split(".")[0]) == 24
+            and ".backup" not in k]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(seaweed: SeaweedS3) -> Iterator[Server]:
+    with barman_source(seaweed, 15, "barman15") as src:
+        base = private_dir("pgproof-barman-")
+        prefixes = {
+            "cnpg": src.prefix,
+            "gap": "gap-a",
+            "damaged": "damaged-a",
+            "unarchived": "unarchived-a",
+        }
+        beat = {"enabled": True, "every_seconds": 1}
+        config = _config(
+            base, seaweed, src, prefixes, conninfo=src.cluster.conninfo(), heartbeat=beat
+        )
+        beats = subprocess.Popen(
+            [PGPROOF, "--config", str(config), "heartbeat", "--target", "cnpg"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **S3_ENV},
+        )
+        try:
+            time.sleep(3)
+            src.backup()
+            src.cluster.sql(
+                "create table after_backup as select g from generate_series(1, 50000) g"
+            )
+            time.sleep(2)
+            src.cluster.switch_wal()
+            src.cluster.sql("insert into after_backup select g from generate_series(1, 50000) g")
+            time.sleep(2)
+            last = src.cluster.switch_wal()
+            deadline = time.monotonic() + 60
+            while not any(last in k for k in src.keys()) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            beats.terminate()
+            beats.wait(30)
+        keys = src.keys()
+        segments = _segments(keys)
+        removed = segments[-2]
+        src.copy_to("gap-a", skip=(removed,))
+        src.copy_to("damaged-a")
+        data = next(k for k in src.keys("damaged-a") if k.endswith("data.tar.gz"))
+        client = seaweed.client()
+        body = bytearray(client.get_object(Bucket=src.bucket, Key=data)["Body"].read())
+        body[len(body) // 2] ^= 0xFF
+        client.put_object(Bucket=src.bucket, Key=data, Body=bytes(body))
+        info = next(k for k in keys if k.endswith("backup.info"))
+        begin = next(
+            line.split("=", 1)[1].strip()
+            for line in client.get_object(Bucket=src.bucket, Key=info)["Body"]
+            .read()
+            .decode()
+            .splitlines()
+            if line.startswith("begin_wal=")
+        )
+        src.copy_to(
+            "unarchived-a",
+            skip=tuple(s for s in segments if s.rsplit("/", 1)[-1][:24] >= begin),
+        )
+        try:
+            yield Server(src, config, removed.rsplit("/", 1)[-1][:24])
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_barman_cloud_backup_passes_with_the_heartbeat_proof(server: Server) -> None:
+    before = server.source.tree_hash()
+    r = server.verify("cnpg", "--pitr", "random")
+    assert r.verdict == "passed", (r.cause, [(c.name, c.verdict, c.detail) for c in r.checks])
+    checks = {c.name: c for c in r.checks}
+    assert checks["heartbeat"].verdict == "passed", checks["heartbeat"].detail
+    assert checks["verifybackup"].evidence["checked"] == ["data.tar.gz"]
+    assert {"wal_replay", "amcheck", "checksums"} <= set(checks)
+    assert r.backup is not None and r.backup.repository == f"barman-cloud:{SERVER}"
+    latest = server.verify("cnpg")
+    assert latest.verdict == "passed", latest.cause
+    assert server.source.tree_hash() == before  # never written
+
+
+def test_a_segment_missing_from_the_archive_fails_by_name(server: Server) -> None:
+    before = server.source.tree_hash("gap-a")
+    r = server.verify("gap")
+    assert r.verdict == "failed", r.cause
+    assert server.removed in r.cause and "missing from the archive" in r.cause
+    assert server.source.tree_hash("gap-a") == before
+
+
+def test_a_flipped_byte_in_the_data_archive_fails(server: Server) -> None:
+    before = server.source.tree_hash("damaged-a")
+    r = server.verify("damaged")
+    assert r.verdict == "failed", r.cause
+    # barman-cloud-restore itself exits 0: pgproof's read-through names the archive
+    assert "data.tar.gz" in r.cause and "did not notice" in r.cause
+    assert server.source.tree_hash("damaged-a") == before
+
+
+def test_a_backup_whose_wal_was_never_archived_fails(server: Server) -> None:
+    r = server.verify("unarchived")
+    assert r.verdict == "failed", r.cause
+    assert "archive" in r.cause
+    checked = json.loads(server.pgproof("check", "--target", "unarchived", "--json").stdout)
+    assert not checked["healthy"], checked
+
+
+def test_list_check_and_a_wrong_credential(server: Server) -> None:
+    listed = json.loads(server.pgproof("list", "--target", "cnpg", "--json").stdout)["backups"]
+    assert listed and listed[-1]["repository"] == f"barman-cloud:{SERVER}"
+    assert listed[-1]["last_verification"] is not None
+    checked = server.pgproof("check", "--target", "cnpg", "--json")
+    assert checked.returncode == 0 and json.loads(checked.stdout)["healthy"], checked.stdout
+    wrong = subprocess.run(
+        [PGPROOF, "--config", str(server.config), "verify", "--target", "cnpg", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **S3_ENV, "PGPROOF_TEST_S3_SECRET": "not-the-secret"},
+    )
+    (record,) = json.loads(wrong.stdout)["results"]
+    assert record["verdict"] == "error", record
+    assert "not-the-secret" not in wrong.stdout + wrong.stderr
+
+
+def test_postgresql_17_passes(seaweed: SeaweedS3) -> None:
+    with barman_source(seaweed, 17, "barman17") as src:
+        base = private_dir("pgproof-barman17-")
+        try:
+            config = _config(base, seaweed, src, {"cnpg17": src.prefix})
+            src.backup()
+            src.cluster.sql("create table after_backup as select 1")
+            src.cluster.switch_wal()
+            time.sleep(3)
+            done = subprocess.run(
+                [PGPROOF, "--config", str(config), "verify", "--target", "cnpg17", "--kind",
+                 "physical", "--pitr", "random", "--json"],
+                capture_output=True, text=True, timeout=900, env={**os.environ, **S3_ENV},
+            )  # fmt: skip
+            (record,) = json.loads(done.stdout)["results"]
+            assert record["verdict"] == "passed", record["cause"]
+            assert record["pg_version"].startswith("17.")
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
