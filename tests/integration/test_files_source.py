@@ -250,8 +250,14 @@ def test_metrics_and_alerts_follow_the_files(trees: Trees, monkeypatch: pytest.M
 
     for name, value in S3_ENV.items():
         monkeypatch.setenv(name, value)
-    trees.verify("cron", "physical")  # a passed restore test of each kind to show
-    trees.verify("cron", "logical")
+    stored = trees.config.parent / "results" / "cron" / "results"
+    passed = {
+        r.kind
+        for r in (ResultRecord.from_dict(json.loads(p.read_text())) for p in stored.glob("*.json"))
+        if r.passed
+    }
+    for kind in {"logical", "physical"} - passed:  # a passed restore test of each kind to show
+        trees.verify("cron", kind)
     cfg = config_mod.load(str(trees.config))
     with opened(cfg.repositories) as repos:
         exporter = Exporter(exported_targets(cfg), repos)

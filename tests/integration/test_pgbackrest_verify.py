@@ -1,6 +1,7 @@
 """Restore tests of backups pgBackRest made (issue 14): the real pgBackRest restores the files
 and fetches the WAL, pgproof's verifier does the rest (PITR, the heartbeat proof, amcheck,
-the full read, pg_checksums) and keeps the record in its own repository. The pgBackRest
+the full read, pg_checksums) and keeps the record in its own repository; and the stanza read
+through ``pgbackrest info`` only, the passphrase through the environment. The pgBackRest
 repositories' bytes are the same before and after every test."""
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from pgproof.backups.errors import SourceError
+from pgproof.backups.pgbackrest import InfoError, PgBackRest
+from pgproof.backups.runner import Runner
+from pgproof.backups.settings import PgBackRestSettings
 from pgproof.verifier.records import ResultRecord
 from tests.support.fixtures import PGPROOF
 from tests.support.pgbackrest import (
@@ -223,3 +228,60 @@ def test_metrics_and_alerts_follow_pgbackrests_listing(
     named = {(a.name, a.target) for a in alerts}
     assert not {n for n, t in named if t == "plain"}, alerts  # healthy: nothing fires
     assert 'pgproof_repository_up{repository="pgbackrest:main#2"} 1.0' in text  # encrypted
+
+
+# -- reading a stanza through pgbackrest info (the listing every command starts from)
+
+
+def test_info_lists_the_backup_and_the_wal_it_needs(source: Source) -> None:
+    before = tree_hash(source.stanzas.repos[0])
+    with PgBackRest(PgBackRestSettings("main", str(source.stanzas.plain)), Runner()) as tool:
+        info = tool.info()
+    assert not os.path.exists(tool.private)  # its private lock directory went with it
+    (backup,) = info.backups
+    assert backup.type == "full" and backup.pg_major == 15 and not backup.error
+    assert backup.start_wal and backup.stop_wal and backup.start_lsn < backup.stop_lsn
+    (archive,) = info.archives
+    assert archive.first is not None and archive.last is not None
+    assert archive.first <= backup.start_wal <= backup.stop_wal <= archive.last
+    sysid = source.stanzas.cluster.sql("select system_identifier::text from pg_control_system()")
+    assert backup.system_identifier == sysid[0][0]
+    assert tree_hash(source.stanzas.repos[0]) == before  # read, never written
+
+
+def test_an_encrypted_repository_reads_with_the_passphrase_from_the_environment(
+    source: Source, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = tree_hash(source.stanzas.repos[1])
+    settings = PgBackRestSettings("main", str(source.stanzas.encrypted), cipher_pass_env="BR_PASS")
+    tool = PgBackRest(settings, Runner())
+    request_private = tool.private
+    assert PASSPHRASE not in " ".join(tool.argv("info"))
+    monkeypatch.setenv("BR_PASS", PASSPHRASE)
+    info = tool.info()
+    assert info.cipher == "aes-256-cbc" and len(info.backups) == 1
+    monkeypatch.setenv("BR_PASS", "wrong-passphrase")
+    with pytest.raises(SourceError, match="cannot decrypt the repository's backup.info") as wrong:
+        tool.info()
+    assert "wrong-passphrase" not in str(wrong.value) and "BR_PASS" in str(wrong.value)
+    monkeypatch.delenv("BR_PASS")
+    with pytest.raises(SourceError, match="BR_PASS is not set"):
+        tool.info()
+    tool.close()
+    assert not os.path.exists(request_private)
+    assert tree_hash(source.stanzas.repos[1]) == before
+
+
+def test_a_wrong_stanza_or_config_is_named(source: Source) -> None:
+    def info(settings: PgBackRestSettings) -> None:
+        with PgBackRest(settings, Runner()) as tool:
+            tool.info()
+
+    with pytest.raises(InfoError, match="stanza 'other': missing stanza path"):
+        info(PgBackRestSettings("other", str(source.stanzas.plain)))
+    with pytest.raises(SourceError, match="unable to open missing file"):
+        info(PgBackRestSettings("main", "/nonexistent/pgbackrest.conf"))
+    with pytest.raises(SourceError, match="could not start"):
+        info(
+            PgBackRestSettings("main", str(source.stanzas.plain), binary="/nonexistent/pgbackrest")
+        )
