@@ -15,12 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pgproof.verifier.records import ResultRecord
-from tests.support.barman import SERVER, BarmanSource, barman_bin, barman_source
+from tests.support.barman import (
+    SERVER,
+    BarmanSource,
+    barman_bin,
+    barman_source,
+    write_barman_config,
+)
 from tests.support.fixtures import PGPROOF
-from tests.support.pgbackrest import write_pgproof_config
 from tests.support.pgcluster import private_dir
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
@@ -29,41 +33,6 @@ pytestmark = [
     pytest.mark.skipif(barman_bin() is None, reason="barman-cloud not installed"),
 ]
 S3_ENV = {"PGPROOF_TEST_S3_KEY": ACCESS_KEY, "PGPROOF_TEST_S3_SECRET": SECRET_KEY}
-
-
-def _repo(s3: SeaweedS3, name: str, bucket: str, prefix: str) -> dict[str, object]:
-    return {
-        "name": name,
-        "type": "s3",
-        "bucket": bucket,
-        "prefix": prefix,
-        "endpoint_url": s3.endpoint,
-        "region": "us-east-1",
-        "access_key_id_env": "PGPROOF_TEST_S3_KEY",
-        "secret_access_key_env": "PGPROOF_TEST_S3_SECRET",
-    }
-
-
-def _target(name: str, repo: str, bin_dir: Path, **extra: object) -> dict[str, object]:
-    source = {"type": "barman-cloud", "repository": repo, "server": SERVER, "bin_dir": str(bin_dir)}
-    return {"name": name, "results": "local", "source": source, **extra}
-
-
-def _config(
-    base: Path, s3: SeaweedS3, src: BarmanSource, targets: dict[str, str], **first: object
-) -> Path:
-    """One target per prefix (``targets``: name -> prefix); the first takes ``first``."""
-    config = write_pgproof_config(
-        base,
-        *(
-            _target(name, name, src.bin, **(first if i == 0 else {}))
-            for i, name in enumerate(targets)
-        ),
-    )
-    doc = yaml.safe_load(config.read_text())
-    doc["repositories"] += [_repo(s3, n, src.bucket, p) for n, p in targets.items()]
-    config.write_text(yaml.safe_dump(doc))
-    return config
 
 
 @dataclass
@@ -104,7 +73,7 @@ def server(seaweed: SeaweedS3) -> Iterator[Server]:
             "unarchived": "unarchived-a",
         }
         beat = {"enabled": True, "every_seconds": 1}
-        config = _config(
+        config = write_barman_config(
             base, seaweed, src, prefixes, conninfo=src.cluster.conninfo(), heartbeat=beat
         )
         beats = subprocess.Popen(
@@ -220,7 +189,7 @@ def test_postgresql_17_passes(seaweed: SeaweedS3) -> None:
     with barman_source(seaweed, 17, "barman17") as src:
         base = private_dir("pgproof-barman17-")
         try:
-            config = _config(base, seaweed, src, {"cnpg17": src.prefix})
+            config = write_barman_config(base, seaweed, src, {"cnpg17": src.prefix})
             src.backup()
             src.cluster.sql("create table after_backup as select 1")
             src.cluster.switch_wal()

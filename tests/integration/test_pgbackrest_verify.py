@@ -6,6 +6,7 @@ repositories' bytes are the same before and after every test."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from pgproof.verifier.records import ResultRecord
 from tests.support.fixtures import PGPROOF
 from tests.support.pgbackrest import (
     PASSPHRASE,
+    S3Repo,
     Stanzas,
     pgbackrest_stanzas,
     target,
@@ -32,12 +34,16 @@ from tests.support.pgbackrest import (
     write_pgproof_config,
 )
 from tests.support.pgcluster import private_dir
+from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
+from tests.support.tlsproxy import tls_proxy
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(shutil.which("pgbackrest") is None, reason="pgbackrest not installed"),
 ]
 PASS_ENV = "PGPROOF_TEST_BR_PASS"
+# pgBackRest reads its S3 keys from pgproof's environment (pgproof never sees them)
+S3_KEYS = {"PGBACKREST_REPO1_S3_KEY": ACCESS_KEY, "PGBACKREST_REPO1_S3_KEY_SECRET": SECRET_KEY}
 
 
 @dataclass
@@ -58,7 +64,7 @@ class Source:
             capture_output=True,
             text=True,
             timeout=900,
-            env={**os.environ, PASS_ENV: PASSPHRASE, **(env or {})},
+            env={**os.environ, PASS_ENV: PASSPHRASE, **S3_KEYS, **(env or {})},
         )
 
     def verify(self, target: str, *args: str, env: dict[str, str] | None = None) -> ResultRecord:
@@ -70,9 +76,23 @@ class Source:
         return ResultRecord.from_dict(record)
 
 
+def _bucket_hash(s3: SeaweedS3, bucket: str) -> str:
+    client = s3.client()
+    h = hashlib.sha256()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            h.update(o["Key"].encode())
+            h.update(client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
+    return h.hexdigest()
+
+
 @pytest.fixture(scope="module")
-def source() -> Iterator[Source]:
-    with pgbackrest_stanzas() as st:
+def source(seaweed: SeaweedS3) -> Iterator[Source]:
+    seaweed.make_bucket("pgbackrest")
+    with (
+        tls_proxy(seaweed.s3_port) as tls,
+        pgbackrest_stanzas(s3=S3Repo(tls.port, "pgbackrest", ACCESS_KEY, SECRET_KEY)) as st,
+    ):
         base = private_dir("pgproof-brsrc-")
         conninfo, beat = st.cluster.conninfo(), {"enabled": True, "every_seconds": 1}
         config = write_pgproof_config(
@@ -85,6 +105,7 @@ def source() -> Iterator[Source]:
                 heartbeat=beat,
                 cipher_pass_env=PASS_ENV,
             ),
+            target("s3", st.s3_reader, conninfo=conninfo, heartbeat=beat),
             target("gap", base / "gap.conf", conninfo=conninfo),
             target("damaged", base / "damaged.conf", conninfo=conninfo),
         )
@@ -155,6 +176,17 @@ def test_a_pgbackrest_backup_passes_with_the_heartbeat_proof(source: Source) -> 
     random = source.verify("plain", "--pitr", "random")
     assert random.verdict == "passed", random.cause
     assert [tree_hash(r) for r in source.stanzas.repos] == before  # never written
+
+
+def test_a_repository_in_s3_passes_and_is_only_read(source: Source, seaweed: SeaweedS3) -> None:
+    before = _bucket_hash(seaweed, "pgbackrest")
+    r = source.verify("s3", "--pitr", "random")
+    assert r.verdict == "passed", (r.cause, [(c.name, c.verdict, c.detail) for c in r.checks])
+    assert {c.name: c.verdict for c in r.checks}["heartbeat"] == "passed"
+    wrong = source.verify("s3", env={"PGBACKREST_REPO1_S3_KEY_SECRET": "not-the-secret"})
+    assert wrong.verdict == "error", wrong.cause
+    assert "not-the-secret" not in wrong.cause
+    assert _bucket_hash(seaweed, "pgbackrest") == before
 
 
 def test_an_encrypted_repository_and_a_wrong_passphrase(source: Source) -> None:

@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from tests.support.pgbackrest import write_pgproof_config
 from tests.support.pgcluster import Cluster, make_cluster
 from tests.support.ports import free_port
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
@@ -99,7 +102,7 @@ class BarmanSource:
 
 
 @contextlib.contextmanager
-def barman_source(s3: SeaweedS3, major: int, bucket: str) -> Iterator[BarmanSource]:
+def barman_source(s3: SeaweedS3, major: int, bucket: str, scale: int = 1) -> Iterator[BarmanSource]:
     """The source running and archiving with barman-cloud-wal-archive, pgbench data loaded,
     no base backup yet."""
     bin_dir = barman_bin()
@@ -116,7 +119,42 @@ def barman_source(s3: SeaweedS3, major: int, bucket: str) -> Iterator[BarmanSour
         )
         cluster.set(archive_mode="on", archive_command=f"'{archive}'", archive_timeout="0")
         cluster.start()
-        cluster.pgbench("-i", "-q", "-s", "1")
+        cluster.pgbench("-i", "-q", "-s", str(scale), timeout=7200)
         yield source
     finally:
         cluster.destroy()
+
+
+def _repo(s3: SeaweedS3, name: str, bucket: str, prefix: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "type": "s3",
+        "bucket": bucket,
+        "prefix": prefix,
+        "endpoint_url": s3.endpoint,
+        "region": "us-east-1",
+        "access_key_id_env": "PGPROOF_TEST_S3_KEY",
+        "secret_access_key_env": "PGPROOF_TEST_S3_SECRET",
+    }
+
+
+def _target(name: str, repo: str, bin_dir: Path, **extra: object) -> dict[str, object]:
+    source = {"type": "barman-cloud", "repository": repo, "server": SERVER, "bin_dir": str(bin_dir)}
+    return {"name": name, "results": "local", "source": source, **extra}
+
+
+def write_barman_config(
+    base: Path, s3: SeaweedS3, src: BarmanSource, targets: dict[str, str], **first: object
+) -> Path:
+    """One target per prefix (``targets``: name -> prefix); the first takes ``first``."""
+    config = write_pgproof_config(
+        base,
+        *(
+            _target(name, name, src.bin, **(first if i == 0 else {}))
+            for i, name in enumerate(targets)
+        ),
+    )
+    doc = yaml.safe_load(config.read_text())
+    doc["repositories"] += [_repo(s3, n, src.bucket, p) for n, p in targets.items()]
+    config.write_text(yaml.safe_dump(doc))
+    return config

@@ -21,6 +21,33 @@ from tests.support.ports import free_port
 PASSPHRASE = "correct-horse-battery-staple-7"
 
 
+@dataclass(frozen=True)
+class S3Repo:
+    """A second repository of the plain stanza in S3 (pgBackRest speaks HTTPS only: the port
+    is a TLS front of SeaweedFS, tests.support.tlsproxy). The writer's config holds the
+    keys; readers take them from PGBACKREST_REPO2_S3_KEY[_SECRET] (``reader_env``)."""
+
+    port: int
+    bucket: str
+    key: str
+    secret: str
+
+    def lines(self, n: int, with_keys: bool) -> str:
+        r = f"repo{n}"
+        text = (
+            f"{r}-type=s3\n{r}-path=/pgbackrest\n{r}-s3-bucket={self.bucket}\n"
+            f"{r}-s3-endpoint=127.0.0.1\n{r}-s3-region=us-east-1\n{r}-s3-uri-style=path\n"
+            f"{r}-storage-port={self.port}\n{r}-storage-verify-tls=n\n{r}-retention-full=2\n"
+        )
+        if with_keys:
+            text += f"{r}-s3-key={self.key}\n{r}-s3-key-secret={self.secret}\n"
+        return text
+
+    def reader_env(self) -> dict[str, str]:
+        """The keys for a reader whose repo1 is this bucket (pgBackRest reads them there)."""
+        return {"PGBACKREST_REPO1_S3_KEY": self.key, "PGBACKREST_REPO1_S3_KEY_SECRET": self.secret}
+
+
 @dataclass
 class Stanzas:
     cluster: Cluster
@@ -29,10 +56,21 @@ class Stanzas:
     encrypted: Path
     repos: tuple[Path, Path]
     writers: tuple[Path, Path]  # the archive's configs (with the passphrase)
+    s3: S3Repo | None = None  # the plain stanza's repo2
 
     def backup(self) -> None:
         for full in self.writers:
             as_postgres("pgbackrest", f"--config={full}", "--stanza=main", "--type=full", "backup")
+        if self.s3 is not None:
+            as_postgres(
+                "pgbackrest", f"--config={self.writers[0]}", "--stanza=main", "--repo=2",
+                "--type=full", "backup",
+            )  # fmt: skip
+
+    @property
+    def s3_reader(self) -> Path:
+        """pgproof's config for the plain stanza's S3 repository (keys from the environment)."""
+        return self.root / "plain-s3-reader.conf"
 
     def reader_for(self, repo: Path, name: str) -> Path:
         """A pgproof-side config reading another copy of the plain repository."""
@@ -50,7 +88,9 @@ def as_postgres(*argv: str) -> str:
     return done.stdout
 
 
-def _conf(root: Path, name: str, cluster: Cluster, cipher: bool) -> tuple[Path, Path, Path]:
+def _conf(
+    root: Path, name: str, cluster: Cluster, cipher: bool, s3: S3Repo | None = None
+) -> tuple[Path, Path, Path]:
     repo = root / f"repo-{name}"
     for sub in (repo, root / "lock", root / "log", root / "spool"):
         sub.mkdir(parents=True, exist_ok=True)
@@ -66,8 +106,17 @@ def _conf(root: Path, name: str, cluster: Cluster, cipher: bool) -> tuple[Path, 
     cipher_type = "repo1-cipher-type=aes-256-cbc\n" if cipher else ""
     secret = f"repo1-cipher-pass={PASSPHRASE}\n" if cipher else ""
     full, reader = root / f"{name}.conf", root / f"{name}-reader.conf"
-    full.write_text(base + cipher_type + secret + stanza)
+    full.write_text(base + cipher_type + secret + (s3.lines(2, True) if s3 else "") + stanza)
     reader.write_text(base + cipher_type + stanza)
+    if s3 is not None:  # a reader of the bucket alone: its repo1 is the S3 one, no keys
+        on_s3 = root / f"{name}-s3-reader.conf"
+        on_s3.write_text(
+            "\n".join(line for line in base.splitlines() if not line.startswith("repo1-"))
+            + "\n"
+            + s3.lines(1, False)
+            + stanza
+        )
+        on_s3.chmod(0o644)
     full.chmod(0o600)
     reader.chmod(0o644)
     subprocess.run(["chown", "-R", "postgres:postgres", str(root)], check=True)
@@ -75,14 +124,16 @@ def _conf(root: Path, name: str, cluster: Cluster, cipher: bool) -> tuple[Path, 
 
 
 @contextlib.contextmanager
-def pgbackrest_stanzas(major: int = 15, scale: int = 1) -> Iterator[Stanzas]:
-    """The source running and archiving into both stanzas, pgbench data loaded (``scale``),
-    no backup yet."""
+def pgbackrest_stanzas(
+    major: int = 15, scale: int = 1, s3: S3Repo | None = None
+) -> Iterator[Stanzas]:
+    """The source running and archiving into both stanzas (the plain one also into ``s3``),
+    pgbench data loaded (``scale``), no backup yet."""
     cluster = make_cluster(major, free_port())
     root = private_dir("pgproof-pgbr-")
     try:
         cluster.initdb(checksums=True)
-        plain_full, plain, plain_repo = _conf(root, "plain", cluster, cipher=False)
+        plain_full, plain, plain_repo = _conf(root, "plain", cluster, cipher=False, s3=s3)
         enc_full, encrypted, enc_repo = _conf(root, "enc", cluster, cipher=True)
         both = root / "pgbackrest-archive-both.sh"  # pgBackRest checks the command's name
         both.write_text(
@@ -97,7 +148,7 @@ def pgbackrest_stanzas(major: int = 15, scale: int = 1) -> Iterator[Stanzas]:
             as_postgres("pgbackrest", f"--config={full}", "--stanza=main", "stanza-create")
         cluster.pgbench("-i", "-q", "-s", str(scale), timeout=7200)
         yield Stanzas(
-            cluster, root, plain, encrypted, (plain_repo, enc_repo), (plain_full, enc_full)
+            cluster, root, plain, encrypted, (plain_repo, enc_repo), (plain_full, enc_full), s3
         )
     finally:
         cluster.destroy()
