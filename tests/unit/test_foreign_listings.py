@@ -1,5 +1,6 @@
-"""``pgbackrest info --output=json`` as pgBackRest 2.45 prints it (captured from a real run),
-read into typed backups and WAL ranges; what it says about a broken stanza, quoted."""
+"""What other tools print about their backups, captured from real runs: ``pgbackrest info
+--output=json`` and ``verify`` (2.45) read into typed backups and WAL ranges, what pgBackRest
+says about a broken stanza quoted; ``barman-cloud-backup-list --format json`` (3.19.1)."""
 
 from __future__ import annotations
 
@@ -97,3 +98,74 @@ def test_verify_reports_each_backup_and_the_archive() -> None:
     assert not invalid.backup_ok("20261129-170919F")
     with pytest.raises(InfoError, match="no status"):
         parse_verify("")
+
+
+# -- barman-cloud-backup-list --format json (captured from barman-cloud 3.19.1, trimmed)
+BARMAN_LIST = {
+    "backups_list": [
+        {
+            "backup_id": "20261129T191950",
+            "status": "DONE",
+            "begin_time": "Sun Nov 29 19:19:50 2026",
+            "end_time": "Sun Nov 29 19:19:56 2026",
+            "begin_time_iso": "2026-11-29T19:19:50.699714+00:00",
+            "end_time_iso": "2026-11-29T19:19:56.030218+00:00",
+            "begin_wal": "000000010000000000000003",
+            "end_wal": "000000010000000000000003",
+            "begin_xlog": "0/3000028",
+            "end_xlog": "0/3000100",
+            "timeline": 1,
+            "systemid": "7713675314011055527",
+            "version": 150018,
+            "xlog_segment_size": 16777216,
+            "cluster_size": 39014089,
+            "size": None,
+            "data_checksums": "on",
+            "tablespaces": [["tbs1", 16385, "/srv/tbs1"]],
+            "error": None,
+        },
+        {
+            "backup_id": "20261128T010000",
+            "status": "FAILED",
+            "begin_time": "Sat Nov 28 01:00:00 2026",
+            "end_time": "Sat Nov 28 01:00:05 2026",
+            "begin_wal": None,
+            "end_wal": None,
+            "timeline": 1,
+            "systemid": "7713675314011055527",
+            "version": 150018,
+            "error": "failure uploading data (connection reset)",
+        },
+    ]
+}
+
+
+def test_barman_cloud_backups_oldest_first_with_their_state() -> None:
+    from pgproof.backups import barmancloud
+
+    failed, done = barmancloud.parse_backups(BARMAN_LIST)
+    assert (failed.status, failed.error) == ("FAILED", "failure uploading data (connection reset)")
+    assert failed.started.tzinfo is not None
+    assert done.id == "20261129T191950" and done.version == 150018 and done.data_checksums
+    assert done.begin_wal == "000000010000000000000003" and done.end_lsn == "0/3000100"
+    assert done.size == 39014089 and done.segment_size == 16 << 20
+    assert done.tablespaces == (barmancloud.Tablespace("tbs1", 16385, "/srv/tbs1"),)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [[], {"backups": []}, {"backups_list": [{"status": "DONE"}]}, {"backups_list": "x"}],
+)
+def test_barman_cloud_output_it_does_not_understand_is_an_error(broken: object) -> None:
+    from pgproof.backups import barmancloud
+
+    with pytest.raises(ValueError):
+        barmancloud.parse_backups(broken)
+
+
+def test_barman_cloud_wal_names_without_their_compression() -> None:
+    from pgproof.backups import barmancloud
+
+    assert barmancloud.wal_name("000000010000000000000003.gz") == "000000010000000000000003"
+    assert barmancloud.wal_name("00000002.history.bz2") == "00000002.history"
+    assert barmancloud.wal_name("000000010000000000000003") == "000000010000000000000003"
