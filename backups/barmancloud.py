@@ -221,26 +221,17 @@ class BarmanCloud:
         (``wals/<timeline+log>/<name>[.gz|.bz2|...]``), from a read-only S3 listing; names
         are the WAL files' own (what ``barman-cloud-wal-restore`` takes)."""
         prefix = f"{self.settings.server}/wals/"
-        segments: dict[tuple[int, int], str] = {}
-        histories: dict[int, str] = {}
-        others: list[str] = []
         try:
             with opened([self.settings.repository], quick=True) as repos:
-                for info in repos[0].listing(prefix):
-                    name = wal_name(info.key.rsplit("/", 1)[-1])
-                    try:
-                        kind = walnames.classify(name)
-                    except ValueError:
-                        continue
-                    if kind is walnames.WalKind.SEGMENT:
-                        segments[walnames.parse_segment_name(name, segment_size)] = name
-                    elif kind is walnames.WalKind.HISTORY:
-                        histories[walnames.timeline_of(name)] = name
-                    else:
-                        others.append(name)
+                return walarchive.listing_of(
+                    repos[0].listing(prefix),
+                    prefix,
+                    segment_size,
+                    COMPRESSION_SUFFIXES,
+                    lambda _key, name: name,
+                )
         except BackupError as exc:
             raise SourceError(f"{where(self.settings)}: cannot list the WAL: {exc}") from None
-        return walarchive.ArchiveListing(segments, histories, others, None)
 
 
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".snappy", ".lz4", ".zst")

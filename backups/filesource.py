@@ -189,30 +189,7 @@ def wal_listing(
     infos: Iterable[ObjectInfo], prefix: str, segment_size: int
 ) -> walarchive.ArchiveListing:
     """The archive as ``cp %p`` (and maybe gzip) left it: ``<name>`` or ``<name>.gz``."""
-    segments: dict[tuple[int, int], str] = {}
-    histories: dict[int, str] = {}
-    others: list[str] = []
-    objects: dict[str, ObjectInfo] = {}
-    newest: float | None = None
-    for info in infos:
-        name = info.key[len(prefix) :]
-        if "/" in name:
-            continue
-        if name.endswith(cronfiles.GZIP_SUFFIX):
-            name = name[: -len(cronfiles.GZIP_SUFFIX)]
-        try:
-            kind = walnames.classify(name)
-        except ValueError:
-            continue
-        if kind is walnames.WalKind.SEGMENT:
-            segments[walnames.parse_segment_name(name, segment_size)] = info.key
-            objects[info.key] = info
-            newest = info.mtime if newest is None else max(newest, info.mtime)
-        elif kind is walnames.WalKind.HISTORY:
-            histories[walnames.timeline_of(name)] = info.key
-        else:
-            others.append(info.key)
-    return walarchive.ArchiveListing(segments, histories, others, newest, objects)
+    return walarchive.listing_of(infos, prefix, segment_size, (cronfiles.GZIP_SUFFIX,))
 
 
 def scan(
@@ -371,8 +348,8 @@ def health(
             row["stop_wal"] = walnames.segment_name(
                 b.wal_range.timeline, walnames.stop_segment(stop, seg), seg
             )
-        else:
-            problems.append(f"{named}: base backup {b.id}: no readable backup_manifest")
+        elif "backup_manifest" in b.files:  # absent: made with --no-manifest, nothing to say
+            problems.append(f"{named}: base backup {b.id}: its backup_manifest does not read")
         report.backups.append(row)
         problems += _wal_problems(named, b, row, listing)
     if listing.wal.segments:

@@ -264,26 +264,42 @@ class ArchiveListing:
 
 
 def list_archive(repo: Repository, target: str, segment_size: int) -> ArchiveListing:
-    prefix = wal_prefix(target)
+    return listing_of(repo.listing(wal_prefix(target)), wal_prefix(target), segment_size)
+
+
+def listing_of(
+    infos: Iterable[ObjectInfo],
+    prefix: str,
+    segment_size: int,
+    suffixes: tuple[str, ...] = (compression.ZSTD_SUFFIX,),
+    value: Callable[[str, str], str] = lambda key, _name: key,
+) -> ArchiveListing:
+    """An archive folder's listing sorted into segments, history files and the rest (names
+    under ``prefix``, maybe with one of ``suffixes``; deeper folders are looked into, as
+    barman-cloud's ``wals/<timeline+log>/`` are). ``value(key, name)``: what the listing
+    keeps for a file (its key; a tool that fetches by name wants the name)."""
     segments: dict[tuple[int, int], str] = {}
     histories: dict[int, str] = {}
     others: list[str] = []
     newest: float | None = None
     objects: dict[str, ObjectInfo] = {}
-    for info in repo.listing(prefix):
-        name = info.key[len(prefix) :]
-        if name.endswith(compression.ZSTD_SUFFIX):
-            name = name[: -len(compression.ZSTD_SUFFIX)]
+    for info in infos:
+        name = info.key[len(prefix) :].rsplit("/", 1)[-1]
+        for suffix in suffixes:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
         try:
             kind = walnames.classify(name)
         except ValueError:
             continue
+        kept = value(info.key, name)
         if kind is walnames.WalKind.SEGMENT:
-            segments[walnames.parse_segment_name(name, segment_size)] = info.key
-            objects[info.key] = info
+            segments[walnames.parse_segment_name(name, segment_size)] = kept
+            objects[kept] = info
             newest = info.mtime if newest is None else max(newest, info.mtime)
         elif kind is walnames.WalKind.HISTORY:
-            histories[walnames.timeline_of(name)] = info.key
+            histories[walnames.timeline_of(name)] = kept
         else:
-            others.append(info.key)
+            others.append(kept)
     return ArchiveListing(segments, histories, others, newest, objects)
