@@ -107,6 +107,7 @@ def source(seaweed: SeaweedS3) -> Iterator[Source]:
             ),
             target("s3", st.s3_reader, conninfo=conninfo, heartbeat=beat),
             target("gap", base / "gap.conf", conninfo=conninfo),
+            target("unarchived", base / "unarchived.conf", conninfo=conninfo),
             target("damaged", base / "damaged.conf", conninfo=conninfo),
         )
         results = base / "results"
@@ -137,6 +138,15 @@ def source(seaweed: SeaweedS3) -> Iterator[Source]:
         segments = sorted(p for p in (gap_repo / "archive" / "main").rglob("0000000*.gz"))
         removed = segments[-2]
         removed.unlink()
+        # never archived: a copy whose archive stops before the backup's start
+        with PgBackRest(PgBackRestSettings("main", str(st.plain)), Runner()) as tool:
+            (backup,) = tool.info().backups
+        assert backup.start_wal is not None
+        unarchived_repo = base / "unarchived-repo"
+        shutil.copytree(st.repos[0], unarchived_repo, symlinks=True)
+        for path in (unarchived_repo / "archive" / "main").rglob("0000000*.gz"):
+            if path.name[:24] >= backup.start_wal:
+                path.unlink()
         # the damage: a copy with one byte of a data file of the backup flipped
         damaged_repo = base / "damaged-repo"
         shutil.copytree(st.repos[0], damaged_repo, symlinks=True)
@@ -149,6 +159,7 @@ def source(seaweed: SeaweedS3) -> Iterator[Source]:
         victim.write_bytes(bytes(data))
         subprocess.run(["chown", "-R", "postgres:postgres", str(base)], check=True)
         st.reader_for(gap_repo, "gap").rename(base / "gap.conf")
+        st.reader_for(unarchived_repo, "unarchived").rename(base / "unarchived.conf")
         damaged_conf = st.reader_for(damaged_repo, "damaged")
         # pgBackRest retries a failed file after 15 s by default: once is enough here
         damaged_conf.write_text(
@@ -204,6 +215,14 @@ def test_a_segment_missing_from_the_archive_fails_by_name(source: Source) -> Non
     assert r.verdict == "failed", r.cause
     assert source.removed in r.cause
     assert tree_hash(source.gap_repo) == before
+
+
+def test_a_backup_whose_wal_was_never_archived_fails(source: Source) -> None:
+    r = source.verify("unarchived")
+    assert r.verdict == "failed", r.cause
+    assert "archive" in r.cause
+    checked = json.loads(source.pgproof("check", "--target", "unarchived", "--json").stdout)
+    assert not checked["healthy"], checked
 
 
 def test_a_flipped_byte_in_a_backup_file_fails(source: Source) -> None:
