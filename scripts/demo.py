@@ -11,6 +11,9 @@ logical), writes the audit report and verifies its hash chain, then starts ``pgp
 ``--source pgbackrest``: the source is backed up by pgBackRest instead (Debian's, into a
 plain and an encrypted repository on this machine), and pgproof restore-tests those backups
 (``check``, ``verify --pitr random`` with the heartbeat proof, ``list``, the chain).
+``--source files``: the files a cron script leaves (``pg_dump -Fc -Z9 | gzip``, a plain dump,
+``pg_dumpall --globals-only``, ``pg_basebackup -Ft -z``, ``cp %p`` archiving), restore-tested
+by pgproof (``check``, ``verify`` logical and physical, ``list``).
 """
 
 from __future__ import annotations
@@ -75,10 +78,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="stop everything when done")
     parser.add_argument("--scale", type=int, default=10, help="pgbench scale (10 = ~150 MB)")
-    parser.add_argument("--source", choices=("pgproof", "pgbackrest"), default="pgproof")
+    parser.add_argument("--source", choices=("pgproof", "pgbackrest", "files"), default="pgproof")
     args = parser.parse_args()
     if args.source == "pgbackrest":
         return pgbackrest_demo(args.scale)
+    if args.source == "files":
+        return files_demo()
     base = private_dir("pgproof-demo-")
     s3 = start_seaweed()
     cluster = None
@@ -245,6 +250,61 @@ def pgbackrest_demo(scale: int) -> int:
                 status |= run(config, "verify", "--target", name, "--pitr", "random")
             run(config, "list", "--target", "billing")
             status |= run(config, "report", "--verify-chain")
+            return 1 if status else 0
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+            print("stopped everything the demo started")
+
+
+def files_demo() -> int:
+    """Backups a cron script leaves in a folder, restore-tested by pgproof (read only)."""
+    import datetime as dt
+
+    from tests.support.cronbackups import cron_backups, files_target
+    from tests.support.cronbackups import write_config as write_files_config
+
+    with cron_backups(15) as cb:
+        base = private_dir("pgproof-demo-")
+        try:
+            config = write_files_config(
+                base,
+                {"type": "filesystem", "path": str(cb.root)},
+                files_target(
+                    "shop",
+                    conninfo=cb.cluster.conninfo(),
+                    heartbeat={"enabled": True, "every_seconds": 1},
+                ),
+            )
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
+            heartbeat = subprocess.Popen(
+                [PGPROOF, "--config", str(config), "heartbeat", "--target", "shop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                time.sleep(1.5)
+                print(f"\n$ the cron script, into {cb.root}:", flush=True)
+                print(f"  pg_dump -Fc -Z9 postgres | gzip > dumps/postgres_full_{stamp}.dump.gz")
+                print(f"  pg_dump shop | gzip > dumps/shop_{stamp}.sql.gz")
+                print(f"  pg_dumpall --globals-only > dumps/globals_{stamp}.sql")
+                print(f"  pg_basebackup -Ft -z -D base/{stamp}")
+                print("  archive_command = 'cp %p wal/%f', then gzip of the older segments")
+                cb.dump_run(stamp)
+                cb.base_backup(stamp)
+                cb.cluster.pgbench("-n", "-T", "5", "-c", "2", timeout=120)
+                time.sleep(1.5)
+            finally:
+                heartbeat.terminate()
+                heartbeat.wait(10)
+            cb.cluster.switch_wal()
+            time.sleep(2)
+            cb.gzip_archived()
+            status = run(config, "check", "--target", "shop")
+            status |= run(config, "verify", "--target", "shop", "--kind", "logical")
+            status |= run(
+                config, "verify", "--target", "shop", "--kind", "physical", "--pitr", "random"
+            )
+            run(config, "list", "--target", "shop")
             return 1 if status else 0
         finally:
             shutil.rmtree(base, ignore_errors=True)
