@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="recompute the hash chain of result records; exit 1 names what was tampered with",
     )
     p.add_argument("--json", action="store_true", help="with --verify-chain: one JSON document")
+    p = sub.add_parser("keys", help="make keys: a record-signing key pair or a master key")
+    keys = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    k = keys.add_parser("generate", help="write a new key (0600); never overwrites")
+    k.add_argument("--type", choices=("signing", "master"), default="signing")
+    k.add_argument("--out", required=True, help="the key file (signing: also FILE.pub)")
+    k.add_argument("--json", action="store_true")
     p = sub.add_parser("serve", help="metrics and health over HTTP, alert emails")
     p.add_argument("--listen", help="host:port (default: http.listen of the config)")
     p.add_argument("--log-format", choices=("text", "json"), help="default: serve.log_format")
@@ -98,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     lifeline.bind_to_serve()
     args = build_parser().parse_args(argv)
+    if args.command == "keys":  # needs no config
+        from pgproof.commands.keys import cmd_keys
+
+        return cmd_keys(args)
     from pgproof import config as config_mod
 
     try:

@@ -4,6 +4,7 @@ so every default is written once."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 
@@ -179,12 +180,32 @@ def verifier(v: Fields) -> VerifierSettings:
         share_sandbox_user=v.flag("share_sandbox_user", d.share_sandbox_user),
         memory_mb=v.req_integer("memory_mb", d.memory_mb, 64, 1 << 20),
         address_space_mb=v.req_integer("address_space_mb", d.address_space_mb, 512, 1 << 24),
+        signing_key_file=v.text("signing_key_file"),
+        trusted_keys=v.texts("trusted_keys"),
+        unsigned_before=_iso_time(v, "unsigned_before"),
     )
+    absolute(v, "signing_key_file", config.signing_key_file)
+    for i, path in enumerate(config.trusted_keys):
+        absolute(v, f"trusted_keys[{i}]", path)
     if not _OS_USER.fullmatch(config.sandbox_user) or config.sandbox_user == "root":
         v.fail("sandbox_user", f"must be an unprivileged OS user name, not {config.sandbox_user!r}")
     absolute(v, "workdir", config.workdir)
     v.done()
     return config
+
+
+def _iso_time(f: Fields, key: str) -> str | None:
+    """An ISO time with its zone, normalized to UTC as records write times."""
+    text = f.text(key)
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        f.fail(key, f"not an ISO time: {text!r} (e.g. 2026-12-01T00:00:00Z)")
+    if moment.tzinfo is None:
+        f.fail(key, "give the time zone (e.g. ...Z)")
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def container(v: Fields) -> ContainerSettings:

@@ -38,7 +38,7 @@ from pgproof.scheduling import (
     build_schedule,
     describe,
 )
-from pgproof.verifier import report
+from pgproof.verifier import report, signing
 from pgproof.verifier.errors import VerifierError
 from pgproof.verifier.run import reap
 from pgproof.verifier.sandbox import reap_leftovers
@@ -259,8 +259,16 @@ class Service:
             cached = self._report_cache
             if cached is not None and time.monotonic() - cached.built < REPORT_CACHE_SECONDS:
                 return cached
+            v = self.cfg.verifier
+            try:
+                trust = signing.trust_of(v.trusted_keys, v.unsigned_before)
+            except signing.SigningKeyError as exc:  # the page says signatures were not checked
+                log.error("report: %s", exc)
+                trust = None
             model = report.build(
-                report.inputs([t.settings for t in self.cfg.targets], self.repos), __version__
+                report.inputs([t.settings for t in self.cfg.targets], self.repos),
+                __version__,
+                trust=trust,
             )
             pages = _ReportPages(time.monotonic(), model)
             self._report_cache = pages

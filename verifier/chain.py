@@ -20,10 +20,12 @@ from typing import Literal
 
 from pgproof.backups.errors import BackupError
 from pgproof.backups.storage.base import Repository
-from pgproof.verifier import records
+from pgproof.verifier import records, signing
 from pgproof.verifier.records import ResultRecord
 
-Kind = Literal["edited", "removed", "inserted", "unreadable", "missing"]
+Kind = Literal[
+    "edited", "removed", "inserted", "unreadable", "missing", "unsigned", "forged", "unknown-key"
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class ChainRecord:
     readable: bool = True
     record: ResultRecord | None = field(default=None, compare=False)  # reports read it
     problem: str = ""  # why it does not read
+    payload: bytes | None = field(default=None, compare=False)  # what a signature covers
 
     @classmethod
     def of(cls, stored: records.StoredRecord) -> ChainRecord:
@@ -46,6 +49,7 @@ class ChainRecord:
             stored.record is not None,
             stored.record,
             stored.problem,
+            stored.payload,
         )
 
 
@@ -109,6 +113,33 @@ def verify_chain(repository: str, records: Sequence[ChainRecord]) -> list[ChainP
     return problems
 
 
+def verify_signatures(
+    repository: str,
+    records: Sequence[ChainRecord],
+    keys: Mapping[str, signing.TrustedKey],
+    unsigned_before: str | None = None,
+) -> list[ChainProblem]:
+    """Each readable record signed by a trusted key. ``unsigned_before``: records started
+    before that time (ISO) may be unsigned (the history from before signing was set up);
+    after it an unsigned record is a problem, so stripping signatures forges nothing."""
+    problems = []
+    for r in sorted(records, key=lambda r: r.id):
+        if not r.readable:
+            continue  # named as unreadable already
+        found = signing.check(r.record, r.payload, keys)
+        if found.state == "signed":
+            continue
+        if (
+            found.state == "unsigned"
+            and unsigned_before
+            and r.record is not None
+            and (r.record.started_at < unsigned_before)
+        ):
+            continue
+        problems.append(ChainProblem(repository, r.id, found.state, found.detail))
+    return problems
+
+
 def compare_copies(copies: Mapping[str, Sequence[ChainRecord]]) -> list[ChainProblem]:
     """The same target's records across repositories: every record everywhere, same bytes."""
     problems = []
@@ -150,19 +181,30 @@ def read_copies(repos: Sequence[Repository], target: str) -> tuple[Copies, dict[
     return copies, errors
 
 
-def verify_copies(copies: Copies) -> list[ChainProblem]:
+def verify_copies(
+    copies: Copies,
+    keys: Mapping[str, signing.TrustedKey] | None = None,
+    unsigned_before: str | None = None,
+) -> list[ChainProblem]:
+    """The chain of each copy, the copies against each other and, with ``keys`` (the
+    trusted public keys), every record's signature."""
     problems: list[ChainProblem] = []
     for name, found in copies.items():
         problems.extend(verify_chain(name, found))
+        if keys is not None:
+            problems.extend(verify_signatures(name, found, keys, unsigned_before))
     if len(copies) > 1:
         problems.extend(compare_copies(copies))
     return problems
 
 
 def verify_target(
-    repos: Sequence[Repository], target: str
+    repos: Sequence[Repository],
+    target: str,
+    keys: Mapping[str, signing.TrustedKey] | None = None,
+    unsigned_before: str | None = None,
 ) -> tuple[int, list[ChainProblem], dict[str, str]]:
     """(records checked, problems, {repository: error} for those that could not be read)."""
     copies, errors = read_copies(repos, target)
     checked = len({r.id for records in copies.values() for r in records})
-    return checked, verify_copies(copies), errors
+    return checked, verify_copies(copies, keys, unsigned_before), errors

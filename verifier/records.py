@@ -118,6 +118,34 @@ class BackupRef:
 
 
 @dataclass(frozen=True)
+class Signature:
+    """Who vouches for a record: an Ed25519 signature (``verifier.signing``) over the record's
+    canonical bytes without this field (``payload_of``), by the key ``key_id`` names."""
+
+    key_id: str
+    value: str  # base64
+    algorithm: str = "ed25519"
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Signature | None:
+        doc = _object(raw, "signature")
+        if not doc:
+            return None
+        return cls(
+            _text(doc, "key_id", required=True),
+            _text(doc, "value", required=True),
+            _text(doc, "algorithm") or "ed25519",
+        )
+
+
+def payload_of(doc: Mapping[str, Any]) -> bytes:
+    """The bytes a record's signature covers: its JSON document without ``signature``,
+    canonical (sorted keys, no spaces), so that any reader computes the same bytes."""
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
 class ResultRecord:
     id: str
     target: str
@@ -139,6 +167,7 @@ class ResultRecord:
     backup: BackupRef | None = None
     prev_sha256: str | None = None
     format: int = RECORD_FORMAT
+    signature: Signature | None = None  # None: unsigned (no signing key configured)
 
     @property
     def passed(self) -> bool:
@@ -148,7 +177,13 @@ class ResultRecord:
         doc = asdict(self)
         doc["pitr"] = doc["pitr"] or {}  # the stored shape: {} when there was no recovery
         doc["backup"] = doc["backup"] or {}
+        if doc["signature"] is None:
+            del doc["signature"]  # an unsigned record is stored as before signing existed
         return doc
+
+    def payload(self) -> bytes:
+        """What a signature of this record covers (``payload_of``)."""
+        return payload_of(self.to_dict())
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
@@ -195,6 +230,7 @@ class ResultRecord:
             backup=BackupRef.from_dict(doc.get("backup") or {}),
             prev_sha256=prev,
             format=fmt,
+            signature=Signature.from_dict(doc.get("signature") or {}),
         )
 
     @classmethod
@@ -228,6 +264,7 @@ class StoredRecord:
     problem: str = ""  # why it does not read (record is None)
     prev_sha256: str | None = None  # even of a record that does not read, when it names one
     stored_sha256: str | None = None  # the metadata written with it (read_all(metadata=True))
+    payload: bytes | None = None  # what its signature covers, from the stored document itself
 
 
 def parse_stored(key: str, data: bytes, stored_sha256: str | None = None) -> StoredRecord:
@@ -245,7 +282,9 @@ def parse_stored(key: str, data: bytes, stored_sha256: str | None = None) -> Sto
         except ValueError:
             pass
         return StoredRecord(key, record_id, sha, None, str(exc), prev, stored_sha256)
-    return StoredRecord(key, record_id, sha, record, "", record.prev_sha256, stored_sha256)
+    # the signature covers the document as stored (not as this pgproof would write it again)
+    payload = payload_of(json.loads(data))
+    return StoredRecord(key, record_id, sha, record, "", record.prev_sha256, stored_sha256, payload)
 
 
 def record_keys(repo: Repository, target: str) -> list[str]:

@@ -24,7 +24,7 @@ from pgproof.backups import catalog, foreign, health
 from pgproof.backups.runner import Runner
 from pgproof.backups.settings import ForeignSettings, TargetSettings
 from pgproof.backups.storage.base import Repository
-from pgproof.verifier import chain, records, svgcharts
+from pgproof.verifier import chain, records, signing, svgcharts
 
 REPORT_FORMAT = 1
 HTML_LIMIT = 500  # restore tests listed per target in the HTML (the JSON has them all)
@@ -53,9 +53,9 @@ def inputs(targets: Sequence[TargetSettings], repos: Sequence[Repository]) -> li
     ]
 
 
-def _records(copies: chain.Copies) -> list[dict[str, Any]]:
-    """Every record of the target (the first repository's copy wins), with its sha256 and
-    the repositories holding it."""
+def _records(copies: chain.Copies, trust: signing.Trust | None) -> list[dict[str, Any]]:
+    """Every record of the target (the first repository's copy wins), with its sha256, the
+    repositories holding it and who signed it (when the config trusts keys)."""
     found: dict[str, dict[str, Any]] = {}
     for repo, stored in copies.items():
         for rec in stored:
@@ -68,6 +68,9 @@ def _records(copies: chain.Copies) -> list[dict[str, Any]]:
                 data = _unreadable(rec)
             data["sha256"] = rec.sha256
             data["repositories"] = [repo]
+            if trust is not None:
+                found_sig = signing.check(rec.record, rec.payload, trust.keys)
+                data["signed_by"] = {"state": found_sig.state, "detail": found_sig.detail}
             found[rec.id] = data
     return sorted(found.values(), key=lambda d: str(d.get("id")))
 
@@ -149,10 +152,14 @@ def _neg(text: str) -> str:
     return "".join(chr(0x10FFFF - ord(c)) for c in text)
 
 
-def build_target(target: TargetInput, now: dt.datetime) -> dict[str, Any]:
+def build_target(
+    target: TargetInput, now: dt.datetime, trust: signing.Trust | None = None
+) -> dict[str, Any]:
     copies, errors = chain.read_copies(target.repos, target.name)  # read once: chain + records
-    recs = _records(copies)
-    problems = chain.verify_copies(copies)
+    recs = _records(copies, trust)
+    problems = chain.verify_copies(
+        copies, trust.keys if trust else None, trust.unsigned_before if trust else None
+    )
     checked = len(recs)
     passed = [r for r in recs if r.get("verdict") == "passed"]
     last = max(passed, key=lambda r: str(r.get("finished_at", "")), default=None)
@@ -200,14 +207,19 @@ def build_target(target: TargetInput, now: dt.datetime) -> dict[str, Any]:
 
 
 def build(
-    targets: Sequence[TargetInput], version: str, now: dt.datetime | None = None
+    targets: Sequence[TargetInput],
+    version: str,
+    now: dt.datetime | None = None,
+    trust: signing.Trust | None = None,
 ) -> dict[str, Any]:
+    """The report; ``trust``: the keys signatures are checked against (None: not checked)."""
     now = now or dt.datetime.now(dt.UTC)
     return {
         "format": REPORT_FORMAT,
         "generated_at": catalog.utc_iso(now),
         "pgproof_version": version,
-        "targets": [build_target(t, now) for t in targets],
+        "signatures": "checked" if trust is not None else "not checked",
+        "targets": [build_target(t, now, trust) for t in targets],
     }
 
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import psycopg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pgproof.backups import catalog, ids, pgbin
 from pgproof.backups.errors import BackupError
@@ -16,7 +17,7 @@ from pgproof.backups.kinds import Kind
 from pgproof.backups.progress import NullProgress, Progress
 from pgproof.backups.runner import Runner
 from pgproof.backups.storage.base import Repository
-from pgproof.verifier import records
+from pgproof.verifier import records, signing
 from pgproof.verifier.containersettings import ContainerSettings
 from pgproof.verifier.errors import (
     EngineUnavailable,
@@ -159,6 +160,8 @@ def _verify(
     origin: Origin | None,
 ) -> ResultRecord:
     started = dt.datetime.now(dt.UTC)
+    key_file = request.settings.signing_key_file
+    signer = signing.load_private(key_file) if key_file else None  # before anything runs
     newest = records.newest(repos, request.target.name)  # the chain continues from it
     if origin is None:
         repo, manifest = choose_backup(repos, request.target.name, request.kind, request.backup_id)
@@ -169,7 +172,7 @@ def _verify(
             manifest = origin.choose(request.target.name, request.kind, request.backup_id)
         except BackupError as exc:  # the tool, its repository or credentials: an error
             unlisted = _unlisted(request, origin.where, started, version, exc, newest)
-            return _store(repos, unlisted)
+            return _store(repos, unlisted, signer)
         stored = int(manifest.extra.get("stored_bytes", 0))
         backup = BackupRef(
             origin.where,
@@ -242,10 +245,14 @@ def _verify(
         backup=backup,
         prev_sha256=newest[1] if newest else None,
     )
-    return _store(repos, record)
+    return _store(repos, record, signer)
 
 
-def _store(repos: Sequence[Repository], record: ResultRecord) -> ResultRecord:
+def _store(
+    repos: Sequence[Repository], record: ResultRecord, signer: Ed25519PrivateKey | None
+) -> ResultRecord:
+    if signer is not None:
+        record = signing.sign(record, signer)
     failed = records.store(repos, record)
     if failed and len(failed) == len(repos):
         raise VerifierError(f"the result record could not be stored anywhere: {failed}")

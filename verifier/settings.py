@@ -25,6 +25,11 @@ class VerifierSettings:
     share_sandbox_user: bool = False  # accept a sandbox user that owns a local cluster
     memory_mb: int = 256  # the process sandbox's server: shared_buffers etc. follow
     address_space_mb: int = 4096  # per server process of the process sandbox (prlimit --as)
+    # signed records (verifier.signing): this host's private key; the public keys whose
+    # signatures report --verify-chain accepts
+    signing_key_file: str | None = None
+    trusted_keys: tuple[str, ...] = ()
+    unsigned_before: str | None = None  # ISO time: older records may be unsigned
 
     def container_for(self, image: str | None) -> ContainerSettings | None:
         """The container sandbox's settings with a target's own image, or None for the

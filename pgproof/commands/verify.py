@@ -95,8 +95,17 @@ def cmd_report(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
 
     with opened(cfg.repositories) as repos:
         if args.verify_chain:
-            return _verify_chain(targets, repos, args.json)
-        model = report.build(report.inputs([t.settings for t in targets], repos), __version__)
+            return _verify_chain(cfg, targets, repos, args.json)
+        from pgproof.verifier import signing
+
+        try:
+            trust = signing.trust_of(cfg.verifier.trusted_keys, cfg.verifier.unsigned_before)
+        except signing.SigningKeyError as exc:
+            err(f"report: {exc}")
+            return EXIT_USAGE
+        model = report.build(
+            report.inputs([t.settings for t in targets], repos), __version__, trust=trust
+        )
     text = report.to_json(model) if args.format == "json" else report.render_html(model)
     if args.out:
         tmp = f"{args.out}.tmp-{os.getpid()}"
@@ -109,12 +118,29 @@ def cmd_report(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
     return EXIT_OK
 
 
-def _verify_chain(targets: tuple[Target, ...], repos: list[Repository], as_json: bool) -> int:
-    from pgproof.verifier import chain, report
+def _verify_chain(
+    cfg: Config, targets: tuple[Target, ...], repos: list[Repository], as_json: bool
+) -> int:
+    """The hash chain of every target's records and, when the config trusts public keys,
+    every record's signature (unsigned, forged and unknown-key records named)."""
+    from pgproof.verifier import chain, report, signing
 
-    doc: dict[str, Any] = {"targets": {}, "intact": True}
+    keys = None
+    if cfg.verifier.trusted_keys:
+        try:
+            keys = signing.trusted(cfg.verifier.trusted_keys)
+        except signing.SigningKeyError as exc:
+            err(f"report --verify-chain: {exc}")
+            return EXIT_USAGE
+    doc: dict[str, Any] = {
+        "targets": {},
+        "intact": True,
+        "signatures": "checked" if keys is not None else "not checked (no verifier.trusted_keys)",
+    }
     for item in report.inputs([t.settings for t in targets], repos):
-        checked, problems, errors = chain.verify_target(item.repos, item.name)
+        checked, problems, errors = chain.verify_target(
+            item.repos, item.name, keys, cfg.verifier.unsigned_before
+        )
         intact = not problems and not errors
         doc["intact"] = doc["intact"] and intact
         doc["targets"][item.name] = {
@@ -135,4 +161,6 @@ def _verify_chain(targets: tuple[Target, ...], repos: list[Repository], as_json:
                 print(f"  {name}: cannot be read: {error}")
     if as_json:
         out_json(doc)
+    else:
+        print(f"signatures: {doc['signatures']}")
     return EXIT_OK if doc["intact"] else EXIT_FAILED

@@ -213,3 +213,24 @@ def test_help_lists_the_commands_a_user_runs_and_every_pitr_form(
     text = " ".join(capsys.readouterr().out.split())
     assert "lsn:X/Y | xid:N | name:R" in text
     assert build_parser().parse_args(["wal-push-worker", "pg_wal"]).command == "wal-push-worker"
+
+
+def test_signing_settings() -> None:
+    doc = base()
+    doc["verifier"] = {
+        "signing_key_file": "/etc/pgproof/records.ed25519",
+        "trusted_keys": ["/etc/pgproof/records.ed25519.pub", "/etc/pgproof/2025.pub"],
+        "unsigned_before": "2026-12-01T01:00:00+01:00",
+    }
+    v = config.parse(doc).verifier
+    assert v.signing_key_file == "/etc/pgproof/records.ed25519" and len(v.trusted_keys) == 2
+    assert v.unsigned_before == "2026-12-01T00:00:00.000Z"
+    for bad, message in (
+        ({"signing_key_file": "records.key"}, "absolute"),
+        ({"trusted_keys": ["k.pub"]}, "absolute"),
+        ({"unsigned_before": "yesterday"}, "not an ISO time"),
+        ({"unsigned_before": "2026-12-01T00:00:00"}, "time zone"),
+    ):
+        doc["verifier"] = bad
+        with pytest.raises(ConfigError, match=message):
+            config.parse(doc)

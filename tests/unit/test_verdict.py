@@ -286,3 +286,25 @@ def test_result_ids_keep_chain_order_within_a_second() -> None:
     assert ids.new_result_id(now + dt.timedelta(seconds=1), after=made[-1]).startswith(
         "20261129T120001Z-"
     )
+
+
+def test_a_signing_key_signs_every_record_and_a_bad_one_stops_before_the_test(
+    bench: Bench,
+) -> None:
+    from pgproof.verifier import chain, signing
+
+    private, public = signing.generate(bench.tmp_path / "records.ed25519")
+    bench.request = dataclasses.replace(
+        bench.request,
+        settings=dataclasses.replace(bench.request.settings, signing_key_file=str(private)),
+    )
+    signed = bench.verify(found("passed"))
+    assert signed.signature is not None and signed.signature.algorithm == "ed25519"
+    trust = signing.trust_of([str(public)], None)
+    assert trust is not None
+    _, problems, _ = chain.verify_target(bench.repos, "main", trust.keys)
+    assert problems == []
+    private.chmod(0o644)
+    with pytest.raises(signing.SigningKeyError, match="readable by others"):
+        bench.verify(found("passed"))
+    assert len(bench.sandboxes) == 1  # no restore test ran without its signature
