@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from typing import Any
 
 from pgproof.backups.settings import FilesystemRepoSettings, RepoSettings, S3RepoSettings
 from pgproof.backups.storage.s3options import MIN_PART_SIZE, S3Options
@@ -78,6 +79,7 @@ def repository(f: Fields) -> RepoSettings:
         concurrency=f.req_integer("concurrency", d.concurrency, 1, 32),
         max_attempts=f.req_integer("max_attempts", d.max_attempts, 1, 50),
         force_path_style=f.flag("force_path_style", d.force_path_style),
+        **_object_lock(f),
     )
     key_env, secret_env = f.text("access_key_id_env"), f.text("secret_access_key_env")
     if bool(key_env) != bool(secret_env):
@@ -161,6 +163,21 @@ def exporter(e: Fields) -> ExporterSettings:
         e.fail("max_staleness", "must be at least twice exporter.refresh")
     e.done()
     return config
+
+
+def _object_lock(f: Fields) -> dict[str, Any]:
+    """``object_lock: {mode: GOVERNANCE|COMPLIANCE, days: N}`` of an S3 repository."""
+    if not f.has("object_lock"):
+        return {}
+    lock = f.sub("object_lock")
+    mode = lock.choice("mode", ("GOVERNANCE", "COMPLIANCE"), None)
+    if mode is None:
+        lock.fail("mode", "is required: GOVERNANCE or COMPLIANCE")
+    days = lock.integer("days", None, 1, 36500)
+    if days is None:
+        lock.fail("days", "is required: how long each object stays locked (cover retention)")
+    lock.done()
+    return {"lock_mode": mode, "lock_days": days}
 
 
 def verifier(v: Fields) -> VerifierSettings:

@@ -47,7 +47,8 @@ def run_physical(job: RestoreJob) -> None:
         manifest, wal = origin.fetch(job)
     job = dataclasses.replace(job, manifest=manifest)  # completed by what the files say
     sandbox, found = job.sandbox, job.findings
-    verify_result = origin.integrity(job, wal is None)
+    with job.timer.measure("checks"):  # pg_verifybackup, or the other tool's own check
+        verify_result = origin.integrity(job, wal is None)
     # the links into the sandbox are in place; the backup's map names production's paths
     (sandbox.data_dir / "tablespace_map").unlink(missing_ok=True)
     # the restored cluster's bootstrap superuser (trust on the private socket)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import datetime as dt
 import hashlib
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -106,7 +107,36 @@ class S3Repository(Repository):
             args["StorageClass"] = self.options.storage_class
         if metadata:
             args["Metadata"] = dict(metadata)
+        if self.options.lock_mode:
+            args["ObjectLockMode"] = self.options.lock_mode
+            args["ObjectLockRetainUntilDate"] = self.retain_until()
         return args
+
+    def retain_until(self) -> dt.datetime:
+        """When an object written now may be deleted (Object Lock)."""
+        return dt.datetime.now(dt.UTC) + dt.timedelta(days=self.options.lock_days)
+
+    def lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock enabled (StorageError when it cannot say)."""
+        try:
+            answer = self.client.get_object_lock_configuration(Bucket=self.options.bucket)
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration"):
+                return False
+            raise self._fail("cannot read the bucket's Object Lock configuration", exc) from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._fail("cannot read the bucket's Object Lock configuration", exc) from exc
+        config = answer.get("ObjectLockConfiguration", {})
+        return config.get("ObjectLockEnabled") == "Enabled"
+
+    def retention_of(self, key: str) -> tuple[str | None, dt.datetime | None]:
+        """(mode, retain-until) of the object's current version; (None, None) unlocked."""
+        try:
+            answer = self.client.head_object(Bucket=self.options.bucket, Key=self._key(key))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail(f"cannot read {key}", exc) from exc
+        return answer.get("ObjectLockMode"), answer.get("ObjectLockRetainUntilDate")
 
     def _fail(self, what: str, exc: Exception) -> StorageError:
         return StorageError(self.name, f"{what}: {_error_text(exc)}")

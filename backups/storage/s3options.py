@@ -25,3 +25,7 @@ class S3Options:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     force_path_style: bool = True
+    # Object Lock: every object written with this retention mode and a retain-until date
+    # lock_days ahead (None: no lock); the bucket must have Object Lock enabled
+    lock_mode: str | None = None  # GOVERNANCE | COMPLIANCE
+    lock_days: int = 0

@@ -90,8 +90,16 @@ def test_regression_database_physical_restore_tests_pass(
         assert checks["amcheck"]["evidence"]["user_indexes"] > 100
 
 
-@pytest.fixture
-def rich(pg_major: int) -> Iterator[Setup]:
+# the Debian server and the two newest majors (partitions, PG 17/18 catalogs); PostgreSQL 16
+# runs the backup and restore matrix of test_backup_e2e (the suite's time budget)
+RICH_MAJORS = (15, 17, 18)
+
+
+@pytest.fixture(params=RICH_MAJORS, ids=lambda m: f"pg{m}")
+def rich(request: pytest.FixtureRequest) -> Iterator[Setup]:
+    pg_major = int(request.param)
+    if pg_major not in available_majors():
+        pytest.skip(f"PostgreSQL {pg_major} binaries not installed")
     setup = make_setup(pg_major, None)
     try:
         load_rich_schema(setup.cluster)

@@ -38,6 +38,7 @@ class S3Repo:
             f"{r}-type=s3\n{r}-path=/pgbackrest\n{r}-s3-bucket={self.bucket}\n"
             f"{r}-s3-endpoint=127.0.0.1\n{r}-s3-region=us-east-1\n{r}-s3-uri-style=path\n"
             f"{r}-storage-port={self.port}\n{r}-storage-verify-tls=n\n{r}-retention-full=2\n"
+            f"{r}-bundle=y\n"  # small files bundled into a few objects, as advised for S3
         )
         if with_keys:
             text += f"{r}-s3-key={self.key}\n{r}-s3-key-secret={self.secret}\n"
