@@ -163,7 +163,7 @@ class FilesOrigin:
             files=(),
             tools={"pg_dump": max(dumpers, key=cronfiles.major_of, default=str(major))},
             extra={
-                "source": "files",
+                "source": self.where,
                 "time_from": chosen.time_source,
                 "files": [d.key for d in chosen.dumps]
                 + ([chosen.globals.key] if chosen.globals else []),
@@ -221,7 +221,7 @@ class FilesOrigin:
             start_wal=start_wal or None,
             stop_wal=stop_wal,
             extra={
-                "source": "files",
+                "source": self.where,
                 "time_from": "backup_label" if label and label.started else chosen.time_source,
                 "listed_time_from": chosen.time_source,
                 "folder": chosen.prefix,
