@@ -7,6 +7,7 @@ read."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pgproof.backups import barmancloud, catalog, filesource
@@ -103,11 +104,12 @@ class BarmanCloudOrigin:
                 str(tablespaces),
                 job.request.settings.timeout_seconds,
             )
-        except SourceError as exc:
-            # barman-cloud-restore exits 1 for an unreadable archive as for a lost
-            # connection: its own words decide (a decompression or tar error is damage)
-            if _damage(str(exc)):
-                raise RestoreFailed(str(exc)) from None
+        except SourceError:
+            # barman-cloud-restore fails alike for an unreadable archive and a lost
+            # connection: reading the archives through says which (damage is failed)
+            checked = self._read_through()
+            if checked.verdict == "failed":
+                raise RestoreFailed(f"barman-cloud-restore failed: {checked.detail}") from None
             raise
         owner = job.runner.postgres_identity()
         if owner is not None:
@@ -120,7 +122,9 @@ class BarmanCloudOrigin:
             # name the damaged archive when that is why the files are not all there
             checked = self._read_through()
             if checked.verdict == "failed":
-                raise RestoreFailed(checked.detail) from None
+                raise RestoreFailed(
+                    f"{checked.detail} (barman-cloud-restore exited 0 without the files)"
+                ) from None
             raise
         if manifest.system_identifier != chosen.system_identifier:
             raise RestoreFailed(
@@ -136,7 +140,12 @@ class BarmanCloudOrigin:
         raise NoBackup(f"barman-cloud makes physical backups only ({self.where})", "logical", None)
 
     def integrity(self, job: RestoreJob, wal_included: bool) -> CheckResult:
-        return self._read_through()
+        checked = self._read_through()
+        if checked.verdict == "failed":  # barman-cloud-restore had exited 0 on it
+            return dataclasses.replace(
+                checked, detail=f"{checked.detail} (barman-cloud-restore did not notice)"
+            )
+        return checked
 
     def _read_through(self) -> CheckResult:
         """barman-cloud records no checksum per file and has no verify command for cloud
@@ -165,7 +174,7 @@ class BarmanCloudOrigin:
                         return CheckResult(
                             "verifybackup",
                             "failed",
-                            f"backup {chosen.id}: {exc} (barman-cloud-restore did not notice)",
+                            f"backup {chosen.id}: {exc}",
                             {"checked": checked, "damaged": name},
                         )
                     checked.append(name)
@@ -187,22 +196,3 @@ class BarmanCloudOrigin:
             detail,
             {"checked": checked, "unchecked": unchecked, "applicable": bool(checked)},
         )
-
-
-_DAMAGE_WORDS = (
-    "CRC check failed",
-    "Error -3 while decompressing",
-    "invalid block type",
-    "invalid distance",
-    "invalid stored block",
-    "Compressed file ended before",
-    "unexpected end of data",
-    "invalid header",
-    "bad checksum",
-    "truncated",
-    "EOFError",
-)
-
-
-def _damage(text: str) -> bool:
-    return any(w.lower() in text.lower() for w in _DAMAGE_WORDS)

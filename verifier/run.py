@@ -276,7 +276,7 @@ def _unlisted(
         started_at=catalog.utc_iso(started),
         finished_at=catalog.utc_iso(dt.datetime.now(dt.UTC)),
         verdict="error",
-        cause=f"{where}: {exc}",
+        cause=str(exc) if str(exc).startswith(where) else f"{where}: {exc}",
         pgproof_version=version,
         backup=BackupRef(where),
         prev_sha256=newest[1] if newest else None,

@@ -153,8 +153,9 @@ def test_a_flipped_byte_in_the_data_archive_fails(server: Server) -> None:
     before = server.source.tree_hash("damaged-a")
     r = server.verify("damaged")
     assert r.verdict == "failed", r.cause
-    # barman-cloud-restore itself exits 0: pgproof's read-through names the archive
-    assert "data.tar.gz" in r.cause and "did not notice" in r.cause
+    # whether barman-cloud-restore stops on it or exits 0 (it may, depending on where the
+    # byte is), pgproof's read-through names the archive
+    assert "data.tar.gz does not decompress" in r.cause, r.cause
     assert server.source.tree_hash("damaged-a") == before
 
 
