@@ -95,7 +95,8 @@ class Listing:
     dumps: tuple[DumpSet, ...]  # oldest first
     base_backups: tuple[BaseBackup, ...]  # oldest first
     wal: walarchive.ArchiveListing  # keys are the archive's own (plain or .gz)
-    ignored: list[str] = field(default_factory=list)  # files the layout does not explain
+    # base backup folders without a base archive (an interrupted pg_basebackup?)
+    incomplete: list[str] = field(default_factory=list)
 
 
 def _stamp_or_mtime(name: str, mtime: float, zone: ZoneInfo) -> tuple[dt.datetime, TimeSource]:
@@ -156,18 +157,16 @@ def _base_backups(
 ) -> tuple[list[BaseBackup], list[str]]:
     prefix = settings.base_backups
     folders: dict[str, dict[str, ObjectInfo]] = {}
-    ignored = []
+    incomplete = []
     for info in infos:
         rel = info.key[len(prefix) :]
         folder, _, name = rel.rpartition("/")
-        if not folder or "/" in folder:
-            ignored.append(info.key)
-            continue
-        folders.setdefault(folder, {})[name] = info
+        if folder and "/" not in folder:  # files beside the folders are not backups
+            folders.setdefault(folder, {})[name] = info
     found = []
     for folder, files in folders.items():
         if not any(n in files for n in BASE_NAMES):
-            ignored += [f.key for f in files.values()]
+            incomplete.append(folder)
             continue
         newest = max(f.mtime for f in files.values())
         moment, source = _stamp_or_mtime(folder, newest, zone)
@@ -182,7 +181,7 @@ def _base_backups(
         found.append(
             BaseBackup(folder, prefix + folder + "/", moment, source, files, wal_range, sysid)
         )
-    return sorted(found, key=lambda b: (b.time, b.id)), ignored
+    return sorted(found, key=lambda b: (b.time, b.id)), sorted(incomplete)
 
 
 def wal_listing(
@@ -200,13 +199,13 @@ def scan(
     zone = ZoneInfo(settings.timezone)
     try:
         dumps = _dump_sets(settings, repo.listing(settings.dumps), zone)
-        bases, ignored = _base_backups(
+        bases, incomplete = _base_backups(
             repo, settings, list(repo.listing(settings.base_backups)), zone
         )
         wal = wal_listing(repo.listing(settings.wal), settings.wal, segment_size)
     except BackupError as exc:
         raise SourceError(f"{where(settings)}: cannot list {repo.describe()}: {exc}") from None
-    return Listing(tuple(dumps), tuple(bases), wal, ignored)
+    return Listing(tuple(dumps), tuple(bases), wal, incomplete)
 
 
 def gunzipped(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
@@ -316,6 +315,7 @@ def health(
     except BackupError as exc:
         report.reachable = False
         return HealthReport(target, [report], [f"{named}: {exc}"], utc_iso(now))
+    report.incomplete = [f"{settings.base_backups}{f}" for f in listing.incomplete]
     for s in listing.dumps:
         report.backups.append(
             {
