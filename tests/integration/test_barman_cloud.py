@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pgproof.verifier.records import ResultRecord
 from tests.support.barman import (
@@ -204,3 +205,20 @@ def test_postgresql_17_passes(seaweed: SeaweedS3) -> None:
             assert record["pg_version"].startswith("17.")
         finally:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_missing_tool_is_an_error_naming_it(server: Server, tmp_path: Path) -> None:
+    doc = yaml.safe_load(server.config.read_text())
+    doc["targets"][0]["source"]["bin_dir"] = "/nonexistent/barman/bin"
+    config = tmp_path / "pgproof.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    done = subprocess.run(
+        [PGPROOF, "--config", str(config), "verify", "--target", "cnpg", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **S3_ENV},
+    )
+    (record,) = json.loads(done.stdout)["results"]
+    assert record["verdict"] == "error", record
+    assert "/nonexistent/barman/bin/barman-cloud-backup-list" in record["cause"], record["cause"]
