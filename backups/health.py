@@ -16,6 +16,7 @@ from typing import Any
 
 from pgproof.backups import catalog, walarchive, walnames, walverify
 from pgproof.backups.errors import BackupError
+from pgproof.backups.layout import results_prefix
 from pgproof.backups.storage.base import Repository
 
 
@@ -225,6 +226,37 @@ def _verify_copies(
         report.problems.append(f"{repo.name}: WAL segment {name}: {problem}")
 
 
+def _check_locks(
+    repo: Repository, target: str, manifests: Sequence[catalog.Manifest], report: RepoReport
+) -> None:
+    """Object Lock in force on every backup file, manifest, archived segment and record of
+    the target (one HEAD each); those without are named (unlocked, or their lock expired
+    while they are still kept: object_lock's days shorter than what retention keeps)."""
+    try:
+        repo.require_locks()
+    except BackupError as exc:
+        report.problems.append(str(exc))
+        return
+    keys = []
+    for m in manifests:
+        prefix = catalog.backup_prefix(target, m.id)
+        keys += [prefix + f.name for f in m.files] + [prefix + catalog.MANIFEST_NAME]
+    seg = manifests[0].wal_segment_size if manifests else walnames.DEFAULT_SEGMENT_SIZE
+    try:
+        keys += sorted(walarchive.list_archive(repo, target, seg).segments.values())
+        keys += [i.key for i in repo.listing(results_prefix(target))]
+        unlocked = [k for k in keys if repo.locked_until(k) is None]
+    except BackupError as exc:
+        report.problems.append(f"{repo.name}: cannot read the objects' locks: {exc}")
+        return
+    if unlocked:
+        report.problems.append(
+            f"{repo.name}: {len(unlocked)} of {len(keys)} backup, WAL and record objects have "
+            f"no Object Lock in force (unlocked, or locked for fewer days than they are kept), "
+            f"first: {', '.join(unlocked[:3])}"
+        )
+
+
 def check(
     target: str,
     repos: Sequence[Repository],
@@ -242,6 +274,8 @@ def check(
         report, manifests = _check_repo(repo, target, verify_data, on_file)
         if report.reachable:
             _check_wal(repo, target, manifests, report, verify_data, now, on_file)
+            if repo.locks and verify_data:
+                _check_locks(repo, target, manifests, report)
             all_ids[repo.name] = {m.id for m in manifests}
         for m in manifests:
             if m.kind not in newest or m.finished > newest[m.kind].finished:

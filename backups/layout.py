@@ -30,3 +30,13 @@ def job_status_key(target: str, kind: str) -> str:
 def wal_verified_key(target: str) -> str:
     """What ``check`` found reading this repository's WAL copies (backups.walverify)."""
     return f"{target}/jobs/wal-verified.json"
+
+
+_KEPT_AS_WRITTEN = ("backups", "wal", "results")
+
+
+def write_once(key: str) -> bool:
+    """Backups, archived WAL and restore-test records are written once and never changed
+    (Object Lock protects them); job status documents are rewritten by every job."""
+    parts = key.split("/")
+    return len(parts) >= 3 and parts[1] in _KEPT_AS_WRITTEN

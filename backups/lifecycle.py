@@ -44,6 +44,12 @@ def run_backup(
             warn(f"repository {name!r} did not take the job status record")
 
     with target_lock(settings.lock_dir, settings.name, f"backup {kind}"):
+        try:
+            for repo in repos:  # object_lock on a bucket that cannot lock: refused up front
+                repo.require_locks()
+        except BackupError as exc:
+            record("failed", None, str(exc))
+            raise
         clear_leftovers(repos, settings.name)
         job = job_class(settings, list(repos), runner, version, progress or NullProgress())
         try:

@@ -8,13 +8,14 @@ history files always stay; with no physical backup kept, no WAL is removed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
 from pgproof.backups import catalog, walarchive, walnames
 from pgproof.backups.settings import RetentionSettings
-from pgproof.backups.storage.base import Repository
+from pgproof.backups.storage.base import ObjectInfo, Repository
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class RetentionPlan:
     delete_wal: tuple[str, ...]
     wal_horizon: str | None  # oldest segment kept
     reasons: dict[str, str] = field(default_factory=dict)
+    # what the policy lets go but Object Lock keeps for now: {backup id or WAL range: why}
+    locked: dict[str, str] = field(default_factory=dict)
 
 
 def choose_backups(
@@ -113,6 +116,57 @@ def plan(
         horizon_name,
         reasons,
     )
+
+
+def hold_locked(repo: Repository, target: str, p: RetentionPlan) -> RetentionPlan:
+    """The plan without what Object Lock still protects, each said with its date. A backup
+    is held while its manifest is locked (written last, it is locked longest); WAL
+    segments were written in name order, so the first locked one is found by bisection and
+    every later one is held with it."""
+    if not repo.locks:
+        return p
+    locked: dict[str, str] = {}
+    backups = []
+    for backup_id in p.delete_backups:
+        until = repo.locked_until(catalog.backup_prefix(target, backup_id) + catalog.MANIFEST_NAME)
+        if until is not None:
+            locked[backup_id] = f"locked until {catalog.utc_iso(until)} (Object Lock)"
+        else:
+            backups.append(backup_id)
+    incomplete = []
+    for backup_id in p.delete_incomplete:  # no manifest: its newest file is locked longest
+        files = sorted(repo.listing(catalog.backup_prefix(target, backup_id)), key=_mtime)
+        until = repo.locked_until(files[-1].key) if files else None
+        if until is not None:
+            locked[backup_id] = f"incomplete, locked until {catalog.utc_iso(until)} (Object Lock)"
+        else:
+            incomplete.append(backup_id)
+    wal = sorted(p.delete_wal, key=lambda k: k.rsplit("/", 1)[-1])
+    lo, hi = 0, len(wal)  # the first locked segment is at hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if repo.locked_until(wal[mid]) is None:
+            lo = mid + 1
+        else:
+            hi = mid
+    if hi < len(wal):
+        until = repo.locked_until(wal[hi])
+        when = catalog.utc_iso(until) if until else "now"
+        first, last = wal[hi].rsplit("/", 1)[-1], wal[-1].rsplit("/", 1)[-1]
+        locked[f"WAL {first[:24]}..{last[:24]} ({len(wal) - hi} files)"] = (
+            f"locked until {when} or later (Object Lock)"
+        )
+    return dataclasses.replace(
+        p,
+        delete_backups=tuple(backups),
+        delete_incomplete=tuple(incomplete),
+        delete_wal=tuple(wal[:hi]),
+        locked=locked,
+    )
+
+
+def _mtime(info: ObjectInfo) -> float:
+    return info.mtime
 
 
 def apply(repo: Repository, target: str, p: RetentionPlan) -> None:

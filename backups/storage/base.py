@@ -8,6 +8,7 @@ object (S3 user metadata; a sidecar file on filesystems written before the data 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
@@ -110,6 +111,15 @@ class Repository(ABC):
     @abstractmethod
     def cleanup_incomplete(self, prefix: str, older_than_seconds: float) -> list[str]:
         """Remove leftovers of interrupted writes older than the age; returns what went."""
+
+    locks = False  # Object Lock: write-once objects carry a retain-until date
+
+    def require_locks(self) -> None:  # noqa: B027 - optional hook: filesystems cannot lock
+        """StorageError when the repository is configured to lock objects and cannot."""
+
+    def locked_until(self, key: str) -> dt.datetime | None:
+        """Until when ``key`` cannot be deleted (None: it can be now, or never was locked)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

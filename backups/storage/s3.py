@@ -24,6 +24,7 @@ import botocore.config
 import botocore.exceptions
 
 from pgproof.backups.errors import IntegrityError, ObjectNotFound, StorageError
+from pgproof.backups.layout import write_once
 from pgproof.backups.storage.base import (
     CHUNK_SIZE,
     HashingCounter,
@@ -58,6 +59,7 @@ class S3Repository(Repository):
     def __init__(self, name: str, options: S3Options, client: S3Client | None = None):
         self.name = name
         self.options = options
+        self.locks = options.lock_mode is not None
         if options.part_size < MIN_PART_SIZE:
             raise StorageError(name, f"part size must be at least {MIN_PART_SIZE} bytes")
         self.client: S3Client = client or self._make_client()
@@ -97,7 +99,7 @@ class S3Repository(Repository):
         prefix = self.options.prefix.strip("/")
         return full[len(prefix) + 1 :] if prefix else full
 
-    def _put_args(self, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+    def _put_args(self, metadata: Mapping[str, str] | None, key: str = "") -> dict[str, Any]:
         args: dict[str, Any] = {}
         if self.options.sse:
             args["ServerSideEncryption"] = self.options.sse
@@ -107,7 +109,7 @@ class S3Repository(Repository):
             args["StorageClass"] = self.options.storage_class
         if metadata:
             args["Metadata"] = dict(metadata)
-        if self.options.lock_mode:
+        if self.options.lock_mode and write_once(key):
             args["ObjectLockMode"] = self.options.lock_mode
             args["ObjectLockRetainUntilDate"] = self.retain_until()
         return args
@@ -129,6 +131,21 @@ class S3Repository(Repository):
             raise self._fail("cannot read the bucket's Object Lock configuration", exc) from exc
         config = answer.get("ObjectLockConfiguration", {})
         return config.get("ObjectLockEnabled") == "Enabled"
+
+    def require_locks(self) -> None:
+        if self.locks and not self.lock_enabled():
+            raise StorageError(
+                self.name,
+                f"bucket {self.options.bucket} does not have Object Lock enabled, which "
+                "object_lock needs: enable it on the bucket (aws s3api "
+                "put-object-lock-configuration, versioning on) or remove object_lock",
+            )
+
+    def locked_until(self, key: str) -> dt.datetime | None:
+        if not self.locks:
+            return None
+        _, until = self.retention_of(key)
+        return until if until is not None and until > dt.datetime.now(dt.UTC) else None
 
     def retention_of(self, key: str) -> tuple[str | None, dt.datetime | None]:
         """(mode, retain-until) of the object's current version; (None, None) unlocked."""
@@ -165,7 +182,7 @@ class S3Repository(Repository):
                 Key=full,
                 Body=data,
                 ContentMD5=base64.b64encode(md5.digest()).decode(),
-                **self._put_args(meta),
+                **self._put_args(meta, key),
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail(f"cannot upload {key}", exc) from exc
@@ -185,7 +202,7 @@ class S3Repository(Repository):
         part_size = self.options.part_size
         try:
             upload_id = self.client.create_multipart_upload(
-                Bucket=bucket, Key=full, **self._put_args(metadata)
+                Bucket=bucket, Key=full, **self._put_args(metadata, key)
             )["UploadId"]
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail(f"cannot start upload of {key}", exc) from exc
@@ -351,11 +368,29 @@ class S3Repository(Repository):
         if batch:
             self._delete_batch(batch)
 
+    def _versions(self, batch: list[str]) -> list[dict[str, str]]:
+        """Every version and delete marker of the keys (an Object Lock bucket is versioned:
+        deleting without a version id only hides an object)."""
+        wanted = set(batch)
+        found: list[dict[str, str]] = []
+        paginator = self.client.get_paginator("list_object_versions")
+        for folder in sorted({k.rsplit("/", 1)[0] + "/" for k in batch}):  # one listing each
+            for page in paginator.paginate(Bucket=self.options.bucket, Prefix=folder):
+                for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    if v["Key"] in wanted:
+                        found.append({"Key": v["Key"], "VersionId": v["VersionId"]})
+        return found
+
     def _delete_batch(self, batch: list[str]) -> None:
         try:
+            objects: list[dict[str, str]] = (
+                self._versions(batch) if self.options.lock_mode else [{"Key": k} for k in batch]
+            )
+            if not objects:
+                return
             answer = self.client.delete_objects(
                 Bucket=self.options.bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                Delete={"Objects": objects, "Quiet": True},  # type: ignore[typeddict-item]
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail("cannot delete", exc) from exc

@@ -92,6 +92,8 @@ def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
                             target.settings.retention,
                             records.last_passed_backups(tested),
                         )
+                        repo.require_locks()
+                        plan = retention.hold_locked(repo, target.name, plan)
                         if not args.dry_run:
                             retention.apply(repo, target.name, plan)
                     except BackupError as exc:
@@ -114,4 +116,6 @@ def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
             print(f"  {verb} incomplete backup {backup_id}")
         if row["delete_wal"]:
             print(f"  {verb} {len(row['delete_wal'])} WAL files before {row['wal_horizon']}")
+        for what, why in row["locked"].items():
+            print(f"  kept for now: {what}: {why}")
     return status

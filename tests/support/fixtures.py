@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import yaml
+from mypy_boto3_s3.client import S3Client
 
 from pgproof.verifier.records import ResultRecord
 from tests.support.pgcluster import Cluster, available_majors, make_cluster, private_dir
@@ -43,6 +44,17 @@ def seaweed() -> Iterator[SeaweedS3]:
         server.stop()
 
 
+class S3Server(Protocol):
+    """A real S3 server a test runs (SeaweedFS; moto's for Object Lock)."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    def make_bucket(self, name: str) -> None: ...
+
+    def client(self) -> S3Client: ...
+
+
 @dataclass
 class Setup:
     """A source cluster archiving through pgproof into a filesystem and an S3 repository."""
@@ -51,7 +63,7 @@ class Setup:
     config_path: Path
     repo_dir: Path
     bucket: str
-    s3: SeaweedS3 | None
+    s3: S3Server | None
     target: str = "main"
 
     def pgproof(
@@ -119,7 +131,7 @@ def write_config(
     path: Path,
     cluster: Cluster,
     repo_dir: Path,
-    s3: SeaweedS3 | None,
+    s3: S3Server | None,
     bucket: str,
     lock_dir: Path,
     extra_target: dict[str, object] | None = None,
@@ -157,7 +169,7 @@ def write_config(
 
 
 def make_setup(
-    major: int, s3: SeaweedS3 | None, archive: bool = True, checksums: bool = True
+    major: int, s3: S3Server | None, archive: bool = True, checksums: bool = True
 ) -> Setup:
     if not postgres_can_run_pgproof():
         pytest.skip("the postgres OS user cannot run this venv's pgproof (venv under /root?)")

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pgproof import config
+from pgproof.backups.settings import S3RepoSettings
 from pgproof.cli import main
 from pgproof.configfields import ConfigError, parse_duration
 
@@ -232,5 +233,21 @@ def test_signing_settings() -> None:
         ({"unsigned_before": "2026-12-01T00:00:00"}, "time zone"),
     ):
         doc["verifier"] = bad
+        with pytest.raises(ConfigError, match=message):
+            config.parse(doc)
+
+
+def test_object_lock_settings() -> None:
+    doc = base()
+    doc["repositories"][1]["object_lock"] = {"mode": "COMPLIANCE", "days": 35}
+    offsite = next(r for r in config.parse(doc).repositories if r.name == "offsite")
+    assert isinstance(offsite, S3RepoSettings)
+    assert offsite.options.lock_mode == "COMPLIANCE" and offsite.options.lock_days == 35
+    for bad, message in (
+        ({"mode": "LEGAL", "days": 3}, "mode"),
+        ({"mode": "GOVERNANCE"}, "days"),
+        ({"mode": "GOVERNANCE", "days": 0}, "at least 1"),
+    ):
+        doc["repositories"][1]["object_lock"] = bad
         with pytest.raises(ConfigError, match=message):
             config.parse(doc)
