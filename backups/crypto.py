@@ -1,0 +1,220 @@
+"""Client-side encryption of what pgproof stores (issue 15): streaming, authenticated
+AES-256-GCM in frames, one data key per object wrapped by a master key (envelope).
+
+Object layout::
+
+    header  = MAGIC (6) | key id length (1) | key id | wrapped key length (2) | wrapped key
+              | nonce prefix (7) | frame size (4, big-endian)
+    frames  = AES-256-GCM(data key, nonce = prefix | counter (4) | last (1),
+                          aad = sha256(header) | object key) of each ``frame size`` bytes
+
+The object's key (its name in the repository) and its header are authenticated with every
+frame, the frame's position is in its nonce and the last frame says it is the last: frames
+cannot be reordered, dropped, truncated, extended or swapped with another object's, and an
+object cannot be renamed, without decryption failing. The data key is wrapped with the master
+key by AES-256-GCM with the object key and the key id as associated data.
+
+A master key never leaves ``KeyRing``: not in errors, argv, logs or metrics; a key is named
+by its id (the first 16 hex digits of the sha256 of the key). Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pgproof.backups.errors import BackupError
+
+MAGIC = b"PGPE\x00\x01"
+FRAME_SIZE = 1 << 20
+TAG = 16
+_PREFIX = 7
+
+
+class CryptoError(BackupError):
+    """An encrypted object that cannot be read: ``reason`` is ``key-unavailable`` (no such
+    master key here) or ``decrypt-failed`` (wrong key, or the bytes were changed)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+def key_id(master: bytes) -> str:
+    return hashlib.sha256(master).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The master keys this host has: ``current`` encrypts new objects, every one decrypts
+    (rotation: the old keys stay for the objects they wrapped)."""
+
+    keys: Mapping[str, bytes]  # key id -> 32-byte master key
+    current: str
+
+    @classmethod
+    def of(cls, current: bytes, *older: bytes) -> KeyRing:
+        for k in (current, *older):
+            if len(k) != 32:
+                raise ValueError("a master key is 32 bytes")
+        return cls({key_id(k): k for k in (current, *older)}, key_id(current))
+
+    def __repr__(self) -> str:  # never the keys themselves
+        return f"KeyRing(ids={sorted(self.keys)}, current={self.current})"
+
+
+def _wrap(master: bytes, kid: str, object_key: str, data_key: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(master).encrypt(nonce, data_key, f"{kid}\0{object_key}".encode())
+
+
+def _unwrap(master: bytes, kid: str, object_key: str, wrapped: bytes) -> bytes:
+    try:
+        return AESGCM(master).decrypt(wrapped[:12], wrapped[12:], f"{kid}\0{object_key}".encode())
+    except InvalidTag:
+        raise CryptoError(
+            "decrypt-failed",
+            f"{object_key}: its data key does not unwrap with master key {kid} "
+            "(a wrong key under that id, or the object was changed or renamed)",
+        ) from None
+
+
+def header(kid: str, wrapped: bytes, prefix: bytes, frame_size: int) -> bytes:
+    raw_id = kid.encode()
+    return (
+        MAGIC
+        + struct.pack(">B", len(raw_id))
+        + raw_id
+        + struct.pack(">H", len(wrapped))
+        + wrapped
+        + prefix
+        + struct.pack(">I", frame_size)
+    )
+
+
+@dataclass(frozen=True)
+class Header:
+    key_id: str
+    wrapped: bytes
+    prefix: bytes
+    frame_size: int
+    raw: bytes
+
+
+def parse_header(data: bytes, object_key: str) -> Header | None:
+    """The header at the start of ``data``; None while ``data`` is too short to hold it;
+    CryptoError when it is not one."""
+    if len(data) < len(MAGIC) + 1:
+        return None
+    if not data.startswith(MAGIC):
+        raise CryptoError("decrypt-failed", f"{object_key} is not an object pgproof encrypted")
+    pos = len(MAGIC)
+    id_len = data[pos]
+    pos += 1
+    if len(data) < pos + id_len + 2:
+        return None
+    kid = data[pos : pos + id_len].decode("ascii", "replace")
+    pos += id_len
+    (wrapped_len,) = struct.unpack_from(">H", data, pos)
+    pos += 2
+    if len(data) < pos + wrapped_len + _PREFIX + 4:
+        return None
+    wrapped = data[pos : pos + wrapped_len]
+    pos += wrapped_len
+    prefix = data[pos : pos + _PREFIX]
+    pos += _PREFIX
+    (frame_size,) = struct.unpack_from(">I", data, pos)
+    pos += 4
+    if not 1 <= frame_size <= 64 << 20:
+        raise CryptoError("decrypt-failed", f"{object_key}: its header is damaged")
+    return Header(kid, wrapped, prefix, frame_size, data[:pos])
+
+
+def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
+    return prefix + struct.pack(">IB", counter, 1 if last else 0)
+
+
+def _aad(head: bytes, object_key: str) -> bytes:
+    return hashlib.sha256(head).digest() + object_key.encode()
+
+
+def encrypt(
+    chunks: Iterable[bytes], object_key: str, ring: KeyRing, frame_size: int = FRAME_SIZE
+) -> Iterator[bytes]:
+    """The encrypted object, streamed: the header, then one frame per ``frame_size`` bytes
+    (an empty input is one empty last frame)."""
+    kid = ring.current
+    data_key = AESGCM.generate_key(bit_length=256)
+    prefix = os.urandom(_PREFIX)
+    head = header(kid, _wrap(ring.keys[kid], kid, object_key, data_key), prefix, frame_size)
+    yield head
+    aead, aad = AESGCM(data_key), _aad(head, object_key)
+    buffer = bytearray()
+    counter = 0
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) > frame_size:  # keep one frame back: it may be the last
+            yield aead.encrypt(_nonce(prefix, counter, False), bytes(buffer[:frame_size]), aad)
+            del buffer[:frame_size]
+            counter += 1
+    yield aead.encrypt(_nonce(prefix, counter, True), bytes(buffer), aad)
+
+
+def decrypt(chunks: Iterable[bytes], object_key: str, ring: KeyRing) -> Iterator[bytes]:
+    """The plaintext of an encrypted object, streamed; CryptoError naming the object when the
+    master key is not here (``key-unavailable``) or any byte was changed, a frame moved,
+    dropped or added, or the object cut short (``decrypt-failed``)."""
+    buffer = bytearray()
+    iterator = iter(chunks)
+    head: Header | None = None
+    for chunk in iterator:
+        buffer += chunk
+        head = parse_header(bytes(buffer[:1024]), object_key)
+        if head is not None:
+            break
+    if head is None:
+        raise CryptoError("decrypt-failed", f"{object_key} is cut short (no complete header)")
+    master = ring.keys.get(head.key_id)
+    if master is None:
+        raise CryptoError(
+            "key-unavailable",
+            f"{object_key} was encrypted with master key {head.key_id}, which this host does "
+            f"not have (it has {', '.join(sorted(ring.keys)) or 'none'})",
+        )
+    aead = AESGCM(_unwrap(master, head.key_id, object_key, head.wrapped))
+    aad = _aad(head.raw, object_key)
+    del buffer[: len(head.raw)]
+    sealed = head.frame_size + TAG
+    counter = 0
+
+    def frame(body: bytes, last: bool) -> bytes:
+        try:
+            return aead.decrypt(_nonce(head.prefix, counter, last), body, aad)
+        except InvalidTag:
+            raise CryptoError(
+                "decrypt-failed",
+                f"{object_key}: frame {counter} does not authenticate (changed, moved, or "
+                "the object was cut short)",
+            ) from None
+
+    for chunk in iterator:
+        buffer += chunk
+        while len(buffer) > sealed:  # a full frame with more after it: not the last
+            yield frame(bytes(buffer[:sealed]), False)
+            del buffer[:sealed]
+            counter += 1
+    if len(buffer) < TAG:
+        raise CryptoError("decrypt-failed", f"{object_key} is cut short (frame {counter})")
+    yield frame(bytes(buffer), True)
+
+
+def key_id_of(data: bytes, object_key: str) -> str | None:
+    """The master key id an object's first bytes name (None: too short to say)."""
+    head = parse_header(data, object_key)
+    return head.key_id if head is not None else None
