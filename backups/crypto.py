@@ -155,15 +155,22 @@ def encrypt(
     head = header(kid, _wrap(ring.keys[kid], kid, object_key, data_key), prefix, frame_size)
     yield head
     aead, aad = AESGCM(data_key), _aad(head, object_key)
-    buffer = bytearray()
-    counter = 0
+    pending: list[bytes] = []  # joined once per batch of frames: few copies
+    size = counter = 0
     for chunk in chunks:
-        buffer += chunk
-        while len(buffer) > frame_size:  # keep one frame back: it may be the last
-            yield aead.encrypt(_nonce(prefix, counter, False), bytes(buffer[:frame_size]), aad)
-            del buffer[:frame_size]
+        pending.append(chunk)
+        size += len(chunk)
+        if size <= frame_size:
+            continue
+        data = b"".join(pending)
+        view, pos = memoryview(data), 0
+        while size - pos > frame_size:  # keep one frame back: it may be the last
+            nonce = _nonce(prefix, counter, False)
+            yield aead.encrypt(nonce, view[pos : pos + frame_size], aad)
+            pos += frame_size
             counter += 1
-    yield aead.encrypt(_nonce(prefix, counter, True), bytes(buffer), aad)
+        pending, size = [data[pos:]], size - pos
+    yield aead.encrypt(_nonce(prefix, counter, True), b"".join(pending), aad)
 
 
 def decrypt(chunks: Iterable[bytes], object_key: str, ring: KeyRing) -> Iterator[bytes]:
@@ -193,7 +200,7 @@ def decrypt(chunks: Iterable[bytes], object_key: str, ring: KeyRing) -> Iterator
     sealed = head.frame_size + TAG
     counter = 0
 
-    def frame(body: bytes, last: bool) -> bytes:
+    def frame(body: bytes | memoryview, last: bool) -> bytes:
         try:
             return aead.decrypt(_nonce(head.prefix, counter, last), body, aad)
         except InvalidTag:
@@ -203,15 +210,23 @@ def decrypt(chunks: Iterable[bytes], object_key: str, ring: KeyRing) -> Iterator
                 "the object was cut short)",
             ) from None
 
+    pending, size = [bytes(buffer)], len(buffer)
     for chunk in iterator:
-        buffer += chunk
-        while len(buffer) > sealed:  # a full frame with more after it: not the last
-            yield frame(bytes(buffer[:sealed]), False)
-            del buffer[:sealed]
+        pending.append(chunk)
+        size += len(chunk)
+        if size <= sealed:
+            continue
+        data = b"".join(pending)
+        view, pos = memoryview(data), 0
+        while size - pos > sealed:  # a full frame with more after it: not the last
+            yield frame(view[pos : pos + sealed], False)
+            pos += sealed
             counter += 1
-    if len(buffer) < TAG:
+        pending, size = [data[pos:]], size - pos
+    rest = b"".join(pending)
+    if len(rest) < TAG:
         raise CryptoError("decrypt-failed", f"{object_key} is cut short (frame {counter})")
-    yield frame(bytes(buffer), True)
+    yield frame(rest, True)
 
 
 def key_id_of(data: bytes, object_key: str) -> str | None:
