@@ -21,6 +21,7 @@ import pytest
 from pgproof.verifier.records import ResultRecord
 from tests.support.cronbackups import CronBackups, cron_backups, files_target, write_config
 from tests.support.fixtures import PGPROOF
+from tests.support.monitoring import exporter_once
 from tests.support.pgbackrest import tree_hash
 from tests.support.pgcluster import private_dir
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
@@ -237,15 +238,6 @@ def test_list_check_report_and_refusals(trees: Trees) -> None:
 
 
 def test_metrics_and_alerts_follow_the_files(trees: Trees, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prometheus_client import generate_latest
-
-    from pgproof import config as config_mod
-    from pgproof.alerts.conditions import evaluate
-    from pgproof.backups.storage.factory import opened
-    from pgproof.exporters.collector import registry
-    from pgproof.exporters.exporter import Exporter
-    from pgproof.service import alert_limits, exported_targets
-
     for name, value in S3_ENV.items():
         monkeypatch.setenv(name, value)
     stored = trees.config.parent / "results" / "cron" / "results"
@@ -256,18 +248,9 @@ def test_metrics_and_alerts_follow_the_files(trees: Trees, monkeypatch: pytest.M
     }
     for kind in {"logical", "physical"} - passed:  # a passed restore test of each kind to show
         trees.verify("cron", kind)
-    cfg = config_mod.load(str(trees.config))
-    with opened(cfg.repositories) as repos:
-        exporter = Exporter(exported_targets(cfg), repos)
-        try:
-            exporter.refresh()
-            text = generate_latest(registry(exporter)).decode()
-            statuses = list(exporter.statuses())
-        finally:
-            exporter.close()
+    text, alerts = exporter_once(trees.config)
     assert 'pgproof_repository_up{repository="files:cron"} 1.0' in text
     for kind in ("logical", "physical"):
         assert f'pgproof_backup_age_seconds{{kind="{kind}",target="cron"}}' in text
         assert f'pgproof_restore_test_last_status{{kind="{kind}",target="cron"}} 1.0' in text
-    alerts = evaluate(statuses, time.time(), alert_limits(cfg))
     assert not [a for a in alerts if a.target == "cron"], alerts  # healthy: nothing fires

@@ -255,3 +255,29 @@ def prometheus(
         ["--storage.tsdb.path={work}/data", "--web.listen-address=127.0.0.1:{port}"],
         files,
     )
+
+
+def exporter_once(config_path: Path) -> tuple[str, list[Any]]:
+    """One refresh of the exporter ``serve`` would build from the config: the metrics text
+    and the alerts that would fire now."""
+    import time
+
+    from prometheus_client import generate_latest
+
+    from pgproof import config as config_mod
+    from pgproof.alerts.conditions import evaluate
+    from pgproof.backups.storage.factory import opened
+    from pgproof.exporters.collector import registry
+    from pgproof.exporters.exporter import Exporter
+    from pgproof.service import alert_limits, exported_targets
+
+    cfg = config_mod.load(str(config_path))
+    with opened(cfg.repositories) as repos:
+        exporter = Exporter(exported_targets(cfg), repos)
+        try:
+            exporter.refresh()
+            text = generate_latest(registry(exporter)).decode()
+            statuses = list(exporter.statuses())
+        finally:
+            exporter.close()
+    return text, list(evaluate(statuses, time.time(), alert_limits(cfg)))

@@ -8,31 +8,19 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+from tests.support.monitoring import self_signed
 
 
 class TlsProxy:
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self._dir = tempfile.TemporaryDirectory(prefix="pgproof-tls-")
-        cert, key = _self_signed(Path(self._dir.name))
+        cert, key = self_signed(Path(self._dir.name))
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._context.load_cert_chain(cert, key)
         self._listener = socket.create_server(("127.0.0.1", 0))
