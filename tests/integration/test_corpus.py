@@ -83,7 +83,7 @@ def test_regression_database_physical_restore_tests_pass(
 ) -> None:
     setup, _ = regression
     backup_under_heartbeat(setup, 4)
-    for pitr in ("latest", "random"):
+    for pitr in ("random",):  # the stricter of the two; latest runs in the PG 15-18 matrix
         record = verify(setup, "--kind", "physical", "--pitr", pitr)
         checks = assert_every_check_passed(record, PHYSICAL_CHECKS)
         print(f"regression physical {pitr}:", checks["amcheck"]["evidence"], record["phases"])

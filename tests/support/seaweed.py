@@ -111,6 +111,10 @@ def start_seaweed() -> SeaweedS3:
         "-s3.port.lance=0",
         f"-debug.port={free_port()}",
         "-master.telemetry=false",
+        # every bucket is a collection with volumes of its own, and the default cap (free
+        # disk / volume size, estimated once) runs out after ~70 buckets: the suite makes more
+        "-volume.max=2000",
+        "-master.volumeSizeLimitMB=64",
     ]
     with (workdir / "weed.log").open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
