@@ -306,11 +306,8 @@ def health(
                     f"({len(cont.missing)} missing after backup {oldest.id}'s start)"
                 )
         for b in done:
-            reached = bool(names) and (
-                walnames.parse_segment_name(names[-1], seg)[1]
-                >= walnames.parse_segment_name(b.end_wal or names[-1], seg)[1]
-            )
-            if b.end_wal and not reached:
+            last = names[-1] if names else None
+            if b.end_wal and not walnames.archive_reaches(last, b.end_wal, seg):
                 problems.append(
                     f"{named}: backup {b.id}: its WAL up to {b.end_wal} is not archived "
                     f"(the archive ends at {names[-1] if names else 'nothing'})"

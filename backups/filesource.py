@@ -395,10 +395,7 @@ def _wal_problems(
             f"from the archive ({len(report.missing)} missing)"
         )
     last = report.last
-    reaches = last is not None and (
-        walnames.parse_segment_name(last, seg)[1] >= walnames.parse_segment_name(stop, seg)[1]
-    )
-    if not carries_wal and not reaches:
+    if not carries_wal and not walnames.archive_reaches(last, stop, seg):
         problems.append(
             f"{named}: base backup {backup.id}: its WAL up to {stop} is not archived "
             f"(the archive ends at {last or 'nothing'}) and it has no pg_wal.tar"

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
+from pgproof.backups import walnames
 from pgproof.backups.catalog import utc_iso
 from pgproof.backups.errors import CommandError, SourceError
 from pgproof.backups.health import HealthReport, RepoReport
@@ -399,7 +400,8 @@ def health(
     ranges = {a.db_id: a for a in info.archives}
     for b in info.backups:
         archived = ranges.get(b.db_id)
-        if b.stop_wal and (archived is None or not archived.last or archived.last < b.stop_wal):
+        last = archived.last if archived else None
+        if b.stop_wal and not walnames.archive_reaches(last, b.stop_wal):
             problems.append(
                 f"{named}: backup {b.label}: its WAL up to {b.stop_wal} is not archived "
                 f"(the archive ends at {archived.last if archived else 'nothing'})"

@@ -403,3 +403,11 @@ def major_of_segment(data: bytes) -> int | None:
     if len(data) < 2:
         return None
     return MAJOR_BY_PAGE_MAGIC.get(struct.unpack_from("<H", data, 0)[0])
+
+
+def archive_reaches(last: str | None, stop: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> bool:
+    """Whether an archive whose newest segment is ``last`` holds a backup's WAL up to its
+    stop segment ``stop`` (by position in the WAL, whatever the timelines)."""
+    if last is None:
+        return False
+    return parse_segment_name(last, segment_size)[1] >= parse_segment_name(stop, segment_size)[1]

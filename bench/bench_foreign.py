@@ -51,31 +51,36 @@ from tests.support.pgcluster import Cluster, private_dir
 from tests.support.seaweed import start_seaweed
 
 
-def by_hand(st: Stanzas) -> float:
-    work = private_dir("pgproof-brhand-")
+def _timed_by_hand(cluster: Cluster, restore: Callable[[Path], str], prefix: str) -> float:
+    """What an operator runs: ``restore(data dir)`` puts the files there and returns the
+    tool's restore_command; then start until promoted. Seconds from restore to promoted."""
+    work = private_dir(prefix)
     data, sock = work / "data", work / "sock"
     sock.mkdir()
     subprocess.run(["chown", "-R", "postgres:postgres", str(work)], check=True)
-    conf = st.writers[0]
     started = time.perf_counter()
-    as_postgres("pgbackrest", f"--config={conf}", "--stanza=main", f"--pg1-path={data}", "restore")
-    restore_command = (
-        f'pgbackrest --config={conf} --stanza=main --pg1-path={data} archive-get %f "%p"'
-    )
-    conf_for_restore(data, sock, 5432, restore_command)
+    conf_for_restore(data, sock, 5432, restore(data))
     subprocess.run(["chown", "-R", "postgres:postgres", str(work)], check=True)
-    wait_promoted(st.cluster, data, sock, 5432, work / "log")
+    wait_promoted(cluster, data, sock, 5432, work / "log")
     elapsed = time.perf_counter() - started
-    _stop(st.cluster, data)
+    _stop(cluster, data)
     shutil.rmtree(work)
     return elapsed
 
 
+def by_hand(st: Stanzas) -> float:
+    conf = st.writers[0]
+
+    def restore(data: Path) -> str:
+        as_postgres(
+            "pgbackrest", f"--config={conf}", "--stanza=main", f"--pg1-path={data}", "restore"
+        )
+        return f'pgbackrest --config={conf} --stanza=main --pg1-path={data} archive-get %f "%p"'
+
+    return _timed_by_hand(st.cluster, restore, "pgproof-brhand-")
+
+
 def barman_by_hand(src: BarmanSource) -> float:
-    work = private_dir("pgproof-bmhand-")
-    data, sock = work / "data", work / "sock"
-    sock.mkdir()
-    subprocess.run(["chown", "-R", "postgres:postgres", str(work)], check=True)
     listed = subprocess.run(
         [str(src.bin / "barman-cloud-backup-list"), f"--endpoint-url={src.s3.endpoint}",
          "--format=json", src.url, SERVER],
@@ -84,22 +89,16 @@ def barman_by_hand(src: BarmanSource) -> float:
     (backup,) = [b["backup_id"] for b in json.loads(listed.stdout)["backups_list"]]
     creds = " ".join(f"{k}={v}" for k, v in CREDENTIALS.items())
     endpoint = f"--endpoint-url={src.s3.endpoint}"
-    started = time.perf_counter()
-    subprocess.run(
-        ["runuser", "-u", "postgres", "--", "env", *creds.split(),
-         str(src.bin / "barman-cloud-restore"), endpoint, src.url, SERVER, backup, str(data)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    restore_command = (
-        f"{creds} {src.bin}/barman-cloud-wal-restore {endpoint} {src.url} {SERVER} %f %p"
-    )
-    conf_for_restore(data, sock, 5432, restore_command)
-    subprocess.run(["chown", "-R", "postgres:postgres", str(work)], check=True)
-    wait_promoted(src.cluster, data, sock, 5432, work / "log")
-    elapsed = time.perf_counter() - started
-    _stop(src.cluster, data)
-    shutil.rmtree(work)
-    return elapsed
+
+    def restore(data: Path) -> str:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", "env", *creds.split(),
+             str(src.bin / "barman-cloud-restore"), endpoint, src.url, SERVER, backup, str(data)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return f"{creds} {src.bin}/barman-cloud-wal-restore {endpoint} {src.url} {SERVER} %f %p"
+
+    return _timed_by_hand(src.cluster, restore, "pgproof-bmhand-")
 
 
 def _stop(cluster: Cluster, data: Path) -> None:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.fixtures import PGPROOF, s3_env, write_config  # noqa: E402
 from tests.support.pgcluster import make_cluster, private_dir  # noqa: E402
+from tests.support.pgproofcli import heartbeat_running  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 from tests.support.seaweed import start_seaweed  # noqa: E402
 
@@ -229,20 +230,11 @@ def pgbackrest_demo(scale: int) -> int:
             )
             os.environ["DEMO_BR_PASS"] = PASSPHRASE
             print(f"source PostgreSQL 15 backed up by pgBackRest into {st.repos[0].parent}")
-            heartbeat = subprocess.Popen(
-                [PGPROOF, "--config", str(config), "heartbeat", "--target", "billing"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                time.sleep(1.5)
+            with heartbeat_running(config, "billing"):
                 print("\n$ pgbackrest ... --type=full backup   (both repositories)", flush=True)
                 st.backup()
                 st.cluster.pgbench("-n", "-T", "5", "-c", "2", timeout=120)
                 time.sleep(1.5)
-            finally:
-                heartbeat.terminate()
-                heartbeat.wait(10)
             st.cluster.switch_wal()
             time.sleep(2)
             status = run(config, "check", "--target", "billing")
@@ -276,13 +268,7 @@ def files_demo() -> int:
                 ),
             )
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
-            heartbeat = subprocess.Popen(
-                [PGPROOF, "--config", str(config), "heartbeat", "--target", "shop"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                time.sleep(1.5)
+            with heartbeat_running(config, "shop"):
                 print(f"\n$ the cron script, into {cb.root}:", flush=True)
                 print(f"  pg_dump -Fc -Z9 postgres | gzip > dumps/postgres_full_{stamp}.dump.gz")
                 print(f"  pg_dump shop | gzip > dumps/shop_{stamp}.sql.gz")
@@ -293,9 +279,6 @@ def files_demo() -> int:
                 cb.base_backup(stamp)
                 cb.cluster.pgbench("-n", "-T", "5", "-c", "2", timeout=120)
                 time.sleep(1.5)
-            finally:
-                heartbeat.terminate()
-                heartbeat.wait(10)
             cb.cluster.switch_wal()
             time.sleep(2)
             cb.gzip_archived()

@@ -128,19 +128,6 @@ class FilesOrigin:
         self.chosen_base = bases[-1]
         return self._physical_manifest(target, bases[-1])
 
-    def _common(self, target: str, backup_id: str, kind: Kind, moment: str) -> dict[str, object]:
-        return {
-            "id": backup_id,
-            "kind": kind,
-            "target": target,
-            "started_at": moment,
-            "finished_at": moment,
-            "pgproof_version": "",
-            "repositories": (self.where,),
-            "wal_segment_size": walnames.DEFAULT_SEGMENT_SIZE,
-            "data_checksums": False,
-        }
-
     def _logical_manifest(self, target: str, chosen: DumpSet) -> catalog.Manifest:
         heads: list[_DumpHead | None] = []
         for dump in chosen.dumps:
@@ -155,7 +142,15 @@ class FilesOrigin:
         server = max(versions, key=cronfiles.major_of, default="")
         major = cronfiles.major_of(server) or _newest_installed(self.runner)
         return catalog.Manifest(
-            **self._common(target, chosen.id, "logical", catalog.utc_iso(chosen.time)),  # type: ignore[arg-type]
+            id=chosen.id,
+            kind="logical",
+            target=target,
+            started_at=catalog.utc_iso(chosen.time),
+            finished_at=catalog.utc_iso(chosen.time),
+            pgproof_version="",
+            repositories=(self.where,),
+            wal_segment_size=walnames.DEFAULT_SEGMENT_SIZE,
+            data_checksums=False,
             system_identifier="",
             pg_version=server.split(" ")[0] or str(major),
             pg_version_num=major * 10000,
@@ -205,13 +200,20 @@ class FilesOrigin:
             if stop_lsn
             else None
         )
-        common = self._common(target, chosen.id, "physical", catalog.utc_iso(started))
-        common["finished_at"] = catalog.utc_iso(finished)
+        major = major or _newest_installed(self.runner)  # a damaged label: fetch names it
         return catalog.Manifest(
-            **common,  # type: ignore[arg-type]
+            id=chosen.id,
+            kind="physical",
+            target=target,
+            started_at=catalog.utc_iso(started),
+            finished_at=catalog.utc_iso(finished),
+            pgproof_version="",
+            repositories=(self.where,),
+            wal_segment_size=walnames.DEFAULT_SEGMENT_SIZE,  # pg_controldata says, once restored
+            data_checksums=False,
             system_identifier=chosen.system_identifier or "",
-            pg_version=str(major or _newest_installed(self.runner)),
-            pg_version_num=(major or _newest_installed(self.runner)) * 10000,
+            pg_version=str(major),
+            pg_version_num=major * 10000,
             compression="gzip" if _compressed(chosen.base) else "none",
             files=(),
             tools={"pg_basebackup": str(major)},

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgproof.verifier.records import ResultRecord
 from tests.support.barman import (
     SERVER,
     BarmanSource,
@@ -27,6 +26,7 @@ from tests.support.barman import (
 )
 from tests.support.fixtures import PGPROOF
 from tests.support.pgcluster import private_dir
+from tests.support.pgproofcli import PgproofCli, heartbeat_running
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
 pytestmark = [
@@ -37,25 +37,13 @@ S3_ENV = {"PGPROOF_TEST_S3_KEY": ACCESS_KEY, "PGPROOF_TEST_S3_SECRET": SECRET_KE
 
 
 @dataclass
-class Server:
+class Server(PgproofCli):
     source: BarmanSource
     config: Path
     removed: str
 
-    def pgproof(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [PGPROOF, "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, **S3_ENV},
-        )
-
-    def verify(self, target: str, *args: str) -> ResultRecord:
-        done = self.pgproof("verify", "--target", target, "--kind", "physical", "--json", *args)
-        assert done.stdout, done.stderr
-        (record,) = json.loads(done.stdout)["results"]
-        return ResultRecord.from_dict(record)
+    def secrets(self) -> dict[str, str]:
+        return S3_ENV
 
 
 def _segments(keys: list[str]) -> list[str]:
@@ -77,14 +65,7 @@ def server(seaweed: SeaweedS3) -> Iterator[Server]:
         config = write_barman_config(
             base, seaweed, src, prefixes, conninfo=src.cluster.conninfo(), heartbeat=beat
         )
-        beats = subprocess.Popen(
-            [PGPROOF, "--config", str(config), "heartbeat", "--target", "cnpg"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **S3_ENV},
-        )
-        try:
-            time.sleep(1.5)
+        with heartbeat_running(config, "cnpg", S3_ENV):
             src.backup()
             src.cluster.sql(
                 "create table after_backup as select g from generate_series(1, 50000) g"
@@ -97,9 +78,6 @@ def server(seaweed: SeaweedS3) -> Iterator[Server]:
             deadline = time.monotonic() + 60
             while not any(last in k for k in src.keys()) and time.monotonic() < deadline:
                 time.sleep(0.5)
-        finally:
-            beats.terminate()
-            beats.wait(30)
         keys = src.keys()
         segments = _segments(keys)
         removed = segments[-2]

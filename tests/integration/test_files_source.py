@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -20,10 +19,10 @@ import pytest
 
 from pgproof.verifier.records import ResultRecord
 from tests.support.cronbackups import CronBackups, cron_backups, files_target, write_config
-from tests.support.fixtures import PGPROOF
 from tests.support.monitoring import exporter_once
 from tests.support.pgbackrest import tree_hash
 from tests.support.pgcluster import private_dir
+from tests.support.pgproofcli import PgproofCli, heartbeat_running
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
 pytestmark = pytest.mark.integration
@@ -31,27 +30,15 @@ S3_ENV = {"PGPROOF_TEST_S3_KEY": ACCESS_KEY, "PGPROOF_TEST_S3_SECRET": SECRET_KE
 
 
 @dataclass
-class Trees:
+class Trees(PgproofCli):
     backups: CronBackups
     config: Path
     copies: dict[str, Path]  # repository name -> its folder
     removed: str  # the segment missing from the "gap" copy
     stamp: str
 
-    def pgproof(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [PGPROOF, "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, **S3_ENV},
-        )
-
-    def verify(self, target: str, kind: str, *args: str) -> ResultRecord:
-        done = self.pgproof("verify", "--target", target, "--kind", kind, "--json", *args)
-        assert done.stdout, done.stderr
-        (record,) = json.loads(done.stdout)["results"]
-        return ResultRecord.from_dict(record)
+    def secrets(self) -> dict[str, str]:
+        return S3_ENV
 
 
 def _copy(root: Path, to: Path) -> Path:
@@ -99,13 +86,7 @@ def trees(seaweed: SeaweedS3) -> Iterator[Trees]:
                 *_folders(copies),
             ],
         )
-        beats = subprocess.Popen(
-            [PGPROOF, "--config", str(config), "heartbeat", "--target", "cron"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(1.5)
+        with heartbeat_running(config, "cron"):
             cb.dump_run(stamp)
             cb.base_backup(stamp)
             cb.cluster.sql("create table after_backup as select g from generate_series(1, 50000) g")
@@ -117,9 +98,6 @@ def trees(seaweed: SeaweedS3) -> Iterator[Trees]:
             deadline = time.monotonic() + 60
             while not (cb.root / "wal" / last).exists() and time.monotonic() < deadline:
                 time.sleep(0.5)
-        finally:
-            beats.terminate()
-            beats.wait(30)
         cb.gzip_archived()
         segments = sorted(p.name for p in (cb.root / "wal").iterdir() if len(p.name) >= 24)
         # the gap: a segment replay needs after the backup, removed
@@ -155,7 +133,7 @@ def trees(seaweed: SeaweedS3) -> Iterator[Trees]:
 
 def test_a_dump_run_passes_and_the_plain_dump_restores(trees: Trees) -> None:
     before = tree_hash(trees.copies["cron"])
-    r = trees.verify("cron", "logical")
+    r = trees.verify("cron", kind="logical")
     assert r.verdict == "passed", (r.cause, [(c.name, c.verdict, c.detail) for c in r.checks])
     checks = {c.name: c for c in r.checks}
     assert checks["row_counts"].evidence["applicable"] is False
@@ -171,7 +149,7 @@ def test_a_dump_run_passes_and_the_plain_dump_restores(trees: Trees) -> None:
 
 def test_a_base_backup_passes_pitr_random_with_the_heartbeat_proof(trees: Trees) -> None:
     before = tree_hash(trees.copies["cron"])
-    r = trees.verify("cron", "physical", "--pitr", "random")
+    r = trees.verify("cron", "--pitr", "random")
     assert r.verdict == "passed", (r.cause, [(c.name, c.verdict, c.detail) for c in r.checks])
     checks = {c.name: c for c in r.checks}
     assert "pg_verifybackup" in checks["verifybackup"].detail
@@ -184,14 +162,14 @@ def test_a_base_backup_passes_pitr_random_with_the_heartbeat_proof(trees: Trees)
 
 def test_the_same_tree_in_s3_passes(trees: Trees) -> None:
     for kind in ("logical", "physical"):
-        r = trees.verify("s3", kind)
+        r = trees.verify("s3", kind=kind)
         assert r.verdict == "passed", (kind, r.cause)
         assert r.backup is not None and r.backup.repository == "files:s3cron"
 
 
 def test_a_segment_missing_from_the_archive_fails_by_name(trees: Trees) -> None:
     before = tree_hash(trees.copies["gap"])
-    r = trees.verify("gap", "physical")
+    r = trees.verify("gap")
     assert r.verdict == "failed", r.cause
     assert trees.removed in r.cause and "missing from the archive" in r.cause
     assert tree_hash(trees.copies["gap"]) == before
@@ -199,10 +177,10 @@ def test_a_segment_missing_from_the_archive_fails_by_name(trees: Trees) -> None:
 
 def test_damaged_files_fail_naming_them(trees: Trees) -> None:
     before = tree_hash(trees.copies["damaged"])
-    physical = trees.verify("damaged", "physical")
+    physical = trees.verify("damaged")
     assert physical.verdict == "failed", physical.cause
     assert "base.tar.gz" in physical.cause
-    logical = trees.verify("damaged", "logical")
+    logical = trees.verify("damaged", kind="logical")
     assert logical.verdict == "failed", logical.cause
     assert "postgres_full_" in logical.cause and "truncated" in logical.cause
     assert tree_hash(trees.copies["damaged"]) == before
@@ -210,7 +188,7 @@ def test_damaged_files_fail_naming_them(trees: Trees) -> None:
 
 def test_a_backup_whose_wal_was_never_archived_fails(trees: Trees) -> None:
     before = tree_hash(trees.copies["unarchived"])
-    r = trees.verify("unarchived", "physical")
+    r = trees.verify("unarchived")
     assert r.verdict == "failed", r.cause
     assert "archive" in r.cause
     checked = json.loads(trees.pgproof("check", "--target", "unarchived", "--json").stdout)
@@ -247,7 +225,7 @@ def test_metrics_and_alerts_follow_the_files(trees: Trees, monkeypatch: pytest.M
         if r.passed
     }
     for kind in {"logical", "physical"} - passed:  # a passed restore test of each kind to show
-        trees.verify("cron", kind)
+        trees.verify("cron", kind=kind)
     text, alerts = exporter_once(trees.config)
     assert 'pgproof_repository_up{repository="files:cron"} 1.0' in text
     for kind in ("logical", "physical"):

@@ -22,8 +22,6 @@ from pgproof.backups.errors import SourceError
 from pgproof.backups.pgbackrest import InfoError, PgBackRest
 from pgproof.backups.runner import Runner
 from pgproof.backups.settings import PgBackRestSettings
-from pgproof.verifier.records import ResultRecord
-from tests.support.fixtures import PGPROOF
 from tests.support.monitoring import exporter_once
 from tests.support.pgbackrest import (
     PASSPHRASE,
@@ -35,6 +33,7 @@ from tests.support.pgbackrest import (
     write_pgproof_config,
 )
 from tests.support.pgcluster import private_dir
+from tests.support.pgproofcli import PgproofCli, heartbeat_running
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedS3
 from tests.support.tlsproxy import tls_proxy
 
@@ -48,7 +47,7 @@ S3_KEYS = {"PGBACKREST_REPO1_S3_KEY": ACCESS_KEY, "PGBACKREST_REPO1_S3_KEY_SECRE
 
 
 @dataclass
-class Source:
+class Source(PgproofCli):
     stanzas: Stanzas
     config: Path
     results: Path
@@ -57,24 +56,8 @@ class Source:
     damaged_repo: Path  # a copy with one byte of a backup file flipped
     flipped: str
 
-    def pgproof(
-        self, *args: str, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [PGPROOF, "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, PASS_ENV: PASSPHRASE, **S3_KEYS, **(env or {})},
-        )
-
-    def verify(self, target: str, *args: str, env: dict[str, str] | None = None) -> ResultRecord:
-        done = self.pgproof(
-            "verify", "--target", target, "--kind", "physical", "--json", *args, env=env
-        )
-        assert done.stdout, done.stderr
-        (record,) = json.loads(done.stdout)["results"]
-        return ResultRecord.from_dict(record)
+    def secrets(self) -> dict[str, str]:
+        return {PASS_ENV: PASSPHRASE, **S3_KEYS}
 
 
 def _bucket_hash(s3: SeaweedS3, bucket: str) -> str:
@@ -112,27 +95,16 @@ def source(seaweed: SeaweedS3) -> Iterator[Source]:
             target("damaged", base / "damaged.conf", conninfo=conninfo),
         )
         results = base / "results"
-        beats = subprocess.Popen(
-            [PGPROOF, "--config", str(config), "heartbeat", "--target", "plain"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(1.5)
+        with heartbeat_running(config, "plain"):
             st.backup()
             st.cluster.sql("create table after_backup as select g from generate_series(1, 50000) g")
-            time.sleep(1.5)
             st.cluster.switch_wal()
             st.cluster.sql("insert into after_backup select g from generate_series(1, 50000) g")
-            time.sleep(1.5)
             last = st.cluster.switch_wal()
             deadline = time.monotonic() + 60
             archive = st.repos[0] / "archive" / "main"
             while not list(archive.rglob(f"{last}-*")) and time.monotonic() < deadline:
                 time.sleep(0.5)
-        finally:
-            beats.terminate()
-            beats.wait(30)
         # the gap: a copy of the plain repository without the segment after the backup's
         gap_repo = base / "gap-repo"
         shutil.copytree(st.repos[0], gap_repo, symlinks=True)

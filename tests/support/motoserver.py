@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 from mypy_boto3_s3.client import S3Client
 
 from tests.support.ports import free_port, wait_port
-from tests.support.seaweed import ACCESS_KEY, SECRET_KEY
+from tests.support.seaweed import s3_client
 
 
 @dataclass
@@ -27,13 +26,7 @@ class MotoS3:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self) -> S3Client:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name="us-east-1",
-        )
+        return s3_client(self.endpoint)
 
     def make_bucket(self, name: str, lock: bool = True) -> None:
         """A bucket with Object Lock enabled (versioned), unless ``lock`` is False."""

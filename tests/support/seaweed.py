@@ -23,6 +23,17 @@ ACCESS_KEY = "pgproof-test-key"
 SECRET_KEY = "pgproof-test-secret-0123456789"
 
 
+def s3_client(endpoint: str) -> S3Client:
+    """A boto3 client of a test S3 server (the tests' credentials)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+    )
+
+
 def weed_binary() -> str:
     found = shutil.which("weed")
     if found:
@@ -46,13 +57,7 @@ class SeaweedS3:
         return f"http://127.0.0.1:{self.s3_port}"
 
     def client(self) -> S3Client:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name="us-east-1",
-        )
+        return s3_client(self.endpoint)
 
     def make_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)
