@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgproof.backups.dbprops import DatabaseProperties, RoleInfo
-from pgproof.backups.errors import CatalogError, StorageError
+from pgproof.backups.errors import CatalogError, KeyUnavailable, StorageError
 from pgproof.backups.kinds import KINDS, Kind
 from pgproof.backups.layout import backup_prefix, backups_prefix, wal_prefix
 from pgproof.backups.storage.base import Repository
@@ -269,6 +269,8 @@ def scan(repo: Repository, target: str, read: bool = True) -> list[CatalogEntry]
         if backup_prefix(target, backup_id) + MANIFEST_NAME in keys and read:
             try:
                 manifest = read_manifest(repo, target, backup_id)
+            except KeyUnavailable:  # this host cannot tell: never call the backup incomplete
+                raise
             except (CatalogError, StorageError) as exc:
                 error = str(exc)
         entries.append(

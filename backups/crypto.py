@@ -15,7 +15,8 @@ object cannot be renamed, without decryption failing. The data key is wrapped wi
 key by AES-256-GCM with the object key and the key id as associated data.
 
 A master key never leaves ``KeyRing``: not in errors, argv, logs or metrics; a key is named
-by its id (the first 16 hex digits of the sha256 of the key). Pure: no I/O here.
+by its id (the first 16 hex digits of the sha256 of the key; a KMS key by its ARN). Pure:
+no I/O here (KMS wrapping lives in ``backups.kms``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -50,43 +52,75 @@ def key_id(master: bytes) -> str:
     return hashlib.sha256(master).hexdigest()[:16]
 
 
+class KeyWrapper(Protocol):
+    """A master key: wraps and unwraps the data key of one object. ``key_id`` is what the
+    object's header names (a local key's hash prefix, a KMS key's ARN)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def wrap(self, object_key: str, data_key: bytes) -> bytes: ...
+
+    def unwrap(self, object_key: str, wrapped: bytes) -> bytes: ...
+
+
+class LocalKey:
+    """A 32-byte master key held in memory (from a key file or an environment variable):
+    data keys wrapped by AES-256-GCM with the key id and the object key as associated data."""
+
+    def __init__(self, master: bytes):
+        if len(master) != 32:
+            raise ValueError("a master key is 32 bytes")
+        self._master = master
+        self.key_id = key_id(master)
+
+    def __repr__(self) -> str:  # never the key itself
+        return f"LocalKey({self.key_id})"
+
+    def wrap(self, object_key: str, data_key: bytes) -> bytes:
+        nonce = os.urandom(12)
+        aad = f"{self.key_id}\0{object_key}".encode()
+        return nonce + AESGCM(self._master).encrypt(nonce, data_key, aad)
+
+    def unwrap(self, object_key: str, wrapped: bytes) -> bytes:
+        aad = f"{self.key_id}\0{object_key}".encode()
+        try:
+            return AESGCM(self._master).decrypt(wrapped[:12], wrapped[12:], aad)
+        except InvalidTag:
+            raise CryptoError(
+                "decrypt-failed",
+                f"{object_key}: its data key does not unwrap with master key {self.key_id} "
+                "(the object's header was changed, or it was renamed)",
+            ) from None
+
+
 @dataclass(frozen=True)
 class KeyRing:
     """The master keys this host has: ``current`` encrypts new objects, every one decrypts
     (rotation: the old keys stay for the objects they wrapped)."""
 
-    keys: Mapping[str, bytes]  # key id -> 32-byte master key
+    keys: Mapping[str, KeyWrapper]  # key id -> master key
     current: str
 
     @classmethod
     def of(cls, current: bytes, *older: bytes) -> KeyRing:
+        return cls.wrapping(LocalKey(current), *(LocalKey(k) for k in older))
+
+    @classmethod
+    def wrapping(cls, current: KeyWrapper, *older: KeyWrapper) -> KeyRing:
+        keys: dict[str, KeyWrapper] = {}
         for k in (current, *older):
-            if len(k) != 32:
-                raise ValueError("a master key is 32 bytes")
-        return cls({key_id(k): k for k in (current, *older)}, key_id(current))
+            keys.setdefault(k.key_id, k)
+        return cls(keys, current.key_id)
 
     def __repr__(self) -> str:  # never the keys themselves
         return f"KeyRing(ids={sorted(self.keys)}, current={self.current})"
 
 
-def _wrap(master: bytes, kid: str, object_key: str, data_key: bytes) -> bytes:
-    nonce = os.urandom(12)
-    return nonce + AESGCM(master).encrypt(nonce, data_key, f"{kid}\0{object_key}".encode())
-
-
-def _unwrap(master: bytes, kid: str, object_key: str, wrapped: bytes) -> bytes:
-    try:
-        return AESGCM(master).decrypt(wrapped[:12], wrapped[12:], f"{kid}\0{object_key}".encode())
-    except InvalidTag:
-        raise CryptoError(
-            "decrypt-failed",
-            f"{object_key}: its data key does not unwrap with master key {kid} "
-            "(a wrong key under that id, or the object was changed or renamed)",
-        ) from None
-
-
 def header(kid: str, wrapped: bytes, prefix: bytes, frame_size: int) -> bytes:
     raw_id = kid.encode()
+    if len(raw_id) > 255 or len(wrapped) > 0xFFFF:
+        raise ValueError("a key id is at most 255 bytes, a wrapped key 65535")
     return (
         MAGIC
         + struct.pack(">B", len(raw_id))
@@ -152,7 +186,7 @@ def encrypt(
     kid = ring.current
     data_key = AESGCM.generate_key(bit_length=256)
     prefix = os.urandom(_PREFIX)
-    head = header(kid, _wrap(ring.keys[kid], kid, object_key, data_key), prefix, frame_size)
+    head = header(kid, ring.keys[kid].wrap(object_key, data_key), prefix, frame_size)
     yield head
     aead, aad = AESGCM(data_key), _aad(head, object_key)
     pending: list[bytes] = []  # joined once per batch of frames: few copies
@@ -194,7 +228,7 @@ def decrypt(chunks: Iterable[bytes], object_key: str, ring: KeyRing) -> Iterator
             f"{object_key} was encrypted with master key {head.key_id}, which this host does "
             f"not have (it has {', '.join(sorted(ring.keys)) or 'none'})",
         )
-    aead = AESGCM(_unwrap(master, head.key_id, object_key, head.wrapped))
+    aead = AESGCM(master.unwrap(object_key, head.wrapped))
     aad = _aad(head.raw, object_key)
     del buffer[: len(head.raw)]
     sealed = head.frame_size + TAG

@@ -8,6 +8,8 @@ BackupError
  +-- StorageError            a repository operation failed (names the repository)
  |    +-- ObjectNotFound     the object does not exist
  |    +-- IntegrityError     stored bytes do not match their recorded size/sha256
+ |    +-- KeyUnavailable     an encrypted object's master key is not here (key-unavailable)
+ |    +-- DecryptFailed      an encrypted object does not authenticate (decrypt-failed)
  +-- WalError                a WAL file name or archive rule was violated
  |    +-- WalConflict        same WAL name, different bytes: refused, nothing overwritten
  +-- CatalogError            a manifest is malformed or inconsistent
@@ -59,6 +61,20 @@ class ObjectNotFound(StorageError):
 
 class IntegrityError(StorageError):
     pass
+
+
+class KeyUnavailable(StorageError):
+    """An encrypted object needs a master key this host does not have (or KMS refuses it):
+    nothing is known of the object, an ``error``, never ``failed``."""
+
+    reason = "key-unavailable"
+
+
+class DecryptFailed(StorageError):
+    """An encrypted object does not authenticate with the key that wrapped it: its bytes
+    were changed, cut short, moved or swapped (evidence of damage)."""
+
+    reason = "decrypt-failed"
 
 
 class WalError(BackupError):

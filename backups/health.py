@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pgproof.backups import catalog, walarchive, walnames, walverify
-from pgproof.backups.errors import BackupError
+from pgproof.backups import catalog, keyusage, walarchive, walnames, walverify
+from pgproof.backups.errors import BackupError, KeyUnavailable
 from pgproof.backups.layout import results_prefix
 from pgproof.backups.storage.base import Repository
 
@@ -28,6 +28,7 @@ class RepoReport:
     backups: list[dict[str, Any]] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)
     wal: dict[str, Any] = field(default_factory=dict)
+    encryption: dict[str, Any] = field(default_factory=dict)  # objects per master key id
     problems: list[str] = field(default_factory=list)
 
 
@@ -95,6 +96,9 @@ def _check_repo(
     manifests: list[catalog.Manifest] = []
     try:
         entries = catalog.scan(repo, target)
+    except KeyUnavailable as exc:  # it answers; this host cannot read its manifests
+        report.problems.append(str(exc))
+        return report, manifests
     except BackupError as exc:
         report.reachable = False
         report.problems.append(f"repository {repo.name!r} unreachable: {exc}")
@@ -276,6 +280,11 @@ def check(
             _check_wal(repo, target, manifests, report, verify_data, now, on_file)
             if repo.locks and verify_data:
                 _check_locks(repo, target, manifests, report)
+            if repo.encrypted:
+                read_all = not report.problems and "copies_read" in report.wal
+                usage = keyusage.check_keys(repo, target, verify_data, read_all)
+                report.encryption = usage.summary
+                report.problems += usage.problems
             all_ids[repo.name] = {m.id for m in manifests}
         for m in manifests:
             if m.kind not in newest or m.finished > newest[m.kind].finished:

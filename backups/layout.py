@@ -32,6 +32,16 @@ def wal_verified_key(target: str) -> str:
     return f"{target}/jobs/wal-verified.json"
 
 
+def key_registry_key(target: str) -> str:
+    """The master key ids that encrypt objects of the target (plain JSON, ids only)."""
+    return f"{target}/jobs/keys.json"
+
+
+def is_key_registry(key: str) -> bool:
+    parts = key.split("/")
+    return len(parts) == 3 and parts[1:] == ["jobs", "keys.json"]
+
+
 _KEPT_AS_WRITTEN = ("backups", "wal", "results")
 
 

@@ -10,9 +10,37 @@ from pgproof.backups.storage.s3options import S3Options
 
 
 @dataclass(frozen=True)
+class MasterKeySource:
+    """Where one master key comes from: exactly one of a key file (base64 of 32 bytes, mode
+    0600), an environment variable holding the same, or an AWS KMS key (its ARN)."""
+
+    key_file: str | None = None
+    key_env: str | None = None
+    kms_key_id: str | None = None
+
+    def describe(self) -> str:
+        if self.key_file:
+            return f"key_file {self.key_file}"
+        if self.key_env:
+            return f"key_env {self.key_env}"
+        return f"kms_key_id {self.kms_key_id}"
+
+
+@dataclass(frozen=True)
+class EncryptionSettings:
+    """Client-side encryption of a repository: ``current`` encrypts new objects, ``previous``
+    keys still decrypt the objects they encrypted (rotation)."""
+
+    current: MasterKeySource
+    previous: tuple[MasterKeySource, ...] = ()
+    kms_endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
 class FilesystemRepoSettings:
     name: str
     path: str
+    encryption: EncryptionSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -21,6 +49,7 @@ class S3RepoSettings:
     options: S3Options
     access_key_id_env: str | None = None
     secret_access_key_env: str | None = None
+    encryption: EncryptionSettings | None = None
 
 
 RepoSettings = FilesystemRepoSettings | S3RepoSettings

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from pgproof.backups import compression, walnames
-from pgproof.backups.errors import BackupError, IntegrityError, StorageError, WalConflict, WalError
+from pgproof.backups.errors import (
+    BackupError,
+    IntegrityError,
+    KeyUnavailable,
+    StorageError,
+    WalConflict,
+    WalError,
+)
 from pgproof.backups.layout import wal_prefix
 from pgproof.backups.storage.base import ObjectInfo, Repository
 
@@ -177,7 +184,7 @@ def _first_intact(
     except ValueError:
         raise WalError(f"not a WAL file name: {name!r}") from None
     problems: list[str] = []
-    unreadable = 0
+    unreadable = keyless = 0
     for repo in repos:
         for key in candidate_keys(target, name):
             try:
@@ -192,10 +199,14 @@ def _first_intact(
             except (StorageError, compression.ZstdError, ValueError) as exc:
                 problems.append(f"{repo.name}: {exc}")
                 unreadable += 1
+                keyless += isinstance(exc, KeyUnavailable)
                 continue
             return repo.name, result, problems
     if unreadable and unreadable >= len(repos):
-        raise StorageError(",".join(r.name for r in repos), "; ".join(problems))
+        names = ",".join(r.name for r in repos)
+        if keyless == unreadable:  # no copy could be judged: this host lacks the keys
+            raise KeyUnavailable(names, "; ".join(problems))
+        raise StorageError(names, "; ".join(problems))
     raise WalNotFound(f"{name} is not in the archive of target {target!r}")
 
 

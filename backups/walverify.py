@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pgproof.backups import compression, walnames
-from pgproof.backups.errors import BackupError
+from pgproof.backups.errors import BackupError, DecryptFailed
 from pgproof.backups.layout import wal_verified_key
 from pgproof.backups.storage.base import ObjectInfo, Repository
 
@@ -79,7 +79,8 @@ class ArchiveVerification:
     verified: int = 0  # copies read and found intact now
     remembered: int = 0  # copies skipped: intact when last read, unchanged since
     corrupt: dict[str, str] = field(default_factory=dict)  # segment -> problem
-    memory: dict[str, str] = field(default_factory=dict)  # key -> signature, intact copies
+    # key -> signature of each intact copy (and its master key id when encrypted)
+    memory: dict[str, str] = field(default_factory=dict)
 
 
 def verify_archive(
@@ -96,23 +97,34 @@ def verify_archive(
     for key, info in sorted(segment_keys.items()):
         name = key.rsplit("/", 1)[-1]
         sig = signature(info)
-        if memory.get(key) == sig:
+        remembered = memory.get(key, "")
+        if remembered.split(" ", 1)[0] == sig:  # "<signature>[ <master key id>]"
             result.remembered += 1
-            result.memory[key] = sig
+            result.memory[key] = remembered
             continue
         if on_file:
             on_file(f"{repo.name}:wal/{name}")
         head = repo.head(key)
-        stored = repo.read_bytes(key)
-        problem = copy_problem(
-            name, stored, head.metadata if head else {}, segment_size, system_identifiers
-        )
+        try:
+            stored = repo.read_bytes(key)
+        except DecryptFailed as exc:  # encrypted, and it does not authenticate: damage
+            problem: str | None = str(exc)
+        else:
+            problem = copy_problem(
+                name, stored, head.metadata if head else {}, segment_size, system_identifiers
+            )
         result.verified += 1
         if problem:
             result.corrupt[name.removesuffix(compression.ZSTD_SUFFIX)] = problem
         else:
-            result.memory[key] = sig
+            kid = repo.key_id_of(key)
+            result.memory[key] = f"{sig} {kid}" if kid else sig
     return result
+
+
+def key_ids_of(memory: Mapping[str, str]) -> dict[str, str]:
+    """Copy key -> the master key id remembered with it (encrypted repositories)."""
+    return {k: v.split(" ", 1)[1] for k, v in memory.items() if " " in v}
 
 
 @dataclass(frozen=True)

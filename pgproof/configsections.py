@@ -9,7 +9,13 @@ import os
 import re
 from typing import Any
 
-from pgproof.backups.settings import FilesystemRepoSettings, RepoSettings, S3RepoSettings
+from pgproof.backups.settings import (
+    EncryptionSettings,
+    FilesystemRepoSettings,
+    MasterKeySource,
+    RepoSettings,
+    S3RepoSettings,
+)
 from pgproof.backups.storage.s3options import MIN_PART_SIZE, S3Options
 from pgproof.configfields import ConfigError, Fields
 from pgproof.configmodel import AlertsConfig, EmailConfig, HttpConfig, ServeConfig
@@ -52,8 +58,9 @@ def repository(f: Fields) -> RepoSettings:
         path = f.req_text("path")
         if not os.path.isabs(path):
             f.fail("path", "must be an absolute path")
+        encryption = _encryption(f)
         f.done()
-        return FilesystemRepoSettings(name, path)
+        return FilesystemRepoSettings(name, path, encryption)
     sse = f.get("sse")
     if sse is not None and sse not in ("AES256", "aws:kms"):
         f.fail("sse", f"must be AES256 or aws:kms, not {sse!r}")
@@ -87,8 +94,9 @@ def repository(f: Fields) -> RepoSettings:
             "access_key_id_env" if not key_env else "secret_access_key_env",
             "access_key_id_env and secret_access_key_env go together",
         )
+    encryption = _encryption(f)
     f.done()
-    return S3RepoSettings(name, options, key_env, secret_env)
+    return S3RepoSettings(name, options, key_env, secret_env, encryption)
 
 
 def alerts(a: Fields) -> AlertsConfig:
@@ -163,6 +171,42 @@ def exporter(e: Fields) -> ExporterSettings:
         e.fail("max_staleness", "must be at least twice exporter.refresh")
     e.done()
     return config
+
+
+def _master_key(k: Fields) -> MasterKeySource:
+    given = [n for n in ("key_file", "key_env", "kms_key_id") if k.has(n)]
+    if len(given) != 1:
+        k.fail("key_file", "give exactly one of key_file, key_env or kms_key_id")
+    source = MasterKeySource(k.text("key_file"), k.text("key_env"), k.text("kms_key_id"))
+    absolute(k, "key_file", source.key_file)
+    if source.kms_key_id:
+        from pgproof.backups.kms import region_of
+
+        try:
+            region_of(source.kms_key_id)
+        except ValueError as exc:
+            k.fail("kms_key_id", f"{exc}: objects name the key that wrapped them")
+    return source
+
+
+def _encryption(f: Fields) -> EncryptionSettings | None:
+    """``encryption: {key_file | key_env | kms_key_id, previous: [...], kms_endpoint_url}``."""
+    if not f.has("encryption"):
+        return None
+    e = f.sub("encryption")
+    current = _master_key(e)
+    previous = []
+    for i, raw in enumerate(e.items("previous")):
+        p = Fields(raw, f"{e.where('previous')}[{i}]")
+        previous.append(_master_key(p))
+        p.done()
+    endpoint = e.text("kms_endpoint_url")
+    if endpoint and not re.match(r"^https?://", endpoint):
+        e.fail("kms_endpoint_url", "must start with http:// or https://")
+    if endpoint and not any(s.kms_key_id for s in (current, *previous)):
+        e.fail("kms_endpoint_url", "is for kms_key_id keys only")
+    e.done()
+    return EncryptionSettings(current, tuple(previous), endpoint)
 
 
 def _object_lock(f: Fields) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pgproof.backups import catalog
-from pgproof.backups.errors import BackupError, ObjectNotFound
+from pgproof.backups.errors import BackupError, DecryptFailed, ObjectNotFound
 from pgproof.backups.progress import Progress
 from pgproof.backups.storage.base import Repository
 from pgproof.verifier.errors import RepositoryUnavailable, RestoreFailed
@@ -31,9 +31,11 @@ def verified_chunks(
         raise RestoreFailed(
             f"backup {manifest.id}: file {entry.name} does not match its sha256 (corrupted)"
         ) from exc
+    except DecryptFailed as exc:  # encrypted, and the bytes do not authenticate: damage
+        raise RestoreFailed(f"backup {manifest.id}: {entry.name}: {exc}") from exc
     except ObjectNotFound as exc:  # the manifest lists it, the repository lacks it: damage
         raise RestoreFailed(f"backup {manifest.id}: {entry.name} is missing: {exc}") from exc
-    except BackupError as exc:  # the repository did not answer: nothing is known of the backup
+    except BackupError as exc:  # no answer, or no key (key-unavailable): nothing is known
         raise RepositoryUnavailable(
             f"backup {manifest.id}: cannot read {entry.name}: {exc}"
         ) from exc

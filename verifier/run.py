@@ -12,7 +12,7 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pgproof.backups import catalog, ids, pgbin
-from pgproof.backups.errors import BackupError
+from pgproof.backups.errors import BackupError, KeyUnavailable
 from pgproof.backups.kinds import Kind
 from pgproof.backups.progress import NullProgress, Progress
 from pgproof.backups.runner import Runner
@@ -22,6 +22,7 @@ from pgproof.verifier.containersettings import ContainerSettings
 from pgproof.verifier.errors import (
     EngineUnavailable,
     NoBackup,
+    RepositoryUnavailable,
     RestoreFailed,
     SandboxError,
     VerifierError,
@@ -83,16 +84,21 @@ def choose_backup(
     """The backup to test and the repository to read it from (local ones first)."""
     ordered = sorted(repos, key=lambda r: r.kind != "filesystem")
     found: list[tuple[Repository, catalog.Manifest]] = []
-    problems = []
+    problems, keyless = [], []
     for repo in ordered:
         try:
             manifests = catalog.complete_manifests(catalog.scan(repo, target))
+        except KeyUnavailable as exc:
+            keyless.append(str(exc))
+            continue
         except BackupError as exc:
             problems.append(str(exc))
             continue
         for m in manifests:
             if m.kind == kind and (backup_id is None or m.id == backup_id):
                 found.append((repo, m))
+    if not found and keyless:  # backups may be there: this host cannot read them
+        raise RepositoryUnavailable("; ".join(keyless + problems))
     if not found:
         what = f"backup {backup_id}" if backup_id else f"complete {kind} backup"
         where = f" ({'; '.join(problems)})" if problems else ""
@@ -162,6 +168,8 @@ def _verify(
     started = dt.datetime.now(dt.UTC)
     key_file = request.settings.signing_key_file
     signer = signing.load_private(key_file) if key_file else None  # before anything runs
+    for each in repos:  # a master key removed while objects still need it: refused
+        each.require_keys(request.target.name)
     newest = records.newest(repos, request.target.name)  # the chain continues from it
     if origin is None:
         repo, manifest = choose_backup(repos, request.target.name, request.kind, request.backup_id)

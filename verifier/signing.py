@@ -15,7 +15,6 @@ import base64
 import dataclasses
 import hashlib
 import os
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,16 +41,12 @@ def key_id(public: Ed25519PublicKey) -> str:
 
 
 def _read_private_file(path: str) -> bytes:
+    from pgproof.backups.keys import KeySetupError, read_private
+
     try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise SigningKeyError(f"signing key {path}: {exc.strerror or exc}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SigningKeyError(
-            f"signing key {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}): "
-            "chmod 600 it"
-        )
-    return Path(path).read_bytes()
+        return read_private(path, "signing key")
+    except KeySetupError as exc:
+        raise SigningKeyError(str(exc)) from None
 
 
 def load_private(path: str) -> Ed25519PrivateKey:

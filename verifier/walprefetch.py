@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgproof.backups import catalog, walarchive, walnames
-from pgproof.backups.errors import BackupError
+from pgproof.backups.errors import BackupError, KeyUnavailable
 from pgproof.backups.progress import Progress
 from pgproof.backups.runner import RunAs
 from pgproof.backups.storage.base import Repository
-from pgproof.verifier.errors import RestoreFailed
+from pgproof.verifier.errors import RepositoryUnavailable, RestoreFailed
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,8 @@ def prefetch(
     for tli, key in listing.histories.items():
         try:
             histories[tli] = walnames.parse_history(history_repo.read_bytes(key).decode())
+        except KeyUnavailable as exc:
+            raise RepositoryUnavailable(f"timeline history {key}: {exc}") from exc
         except (BackupError, ValueError, UnicodeDecodeError) as exc:
             raise RestoreFailed(f"timeline history {key} is unreadable: {exc}") from exc
     names, last = plan(listing, histories, manifest)
@@ -131,6 +133,8 @@ def prefetch(
             bad_copies.extend(skipped)
         except walarchive.WalNotFound:
             raise RestoreFailed(f"WAL file {name} vanished from the archive") from None
+        except KeyUnavailable as exc:  # nothing is known of the segment: an error
+            raise RepositoryUnavailable(f"WAL file {name} cannot be decrypted here: {exc}") from exc
         except BackupError as exc:
             raise RestoreFailed(f"WAL file {name} could not be fetched: {exc}") from exc
         size = dest.stat().st_size

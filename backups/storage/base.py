@@ -112,10 +112,18 @@ class Repository(ABC):
     def cleanup_incomplete(self, prefix: str, older_than_seconds: float) -> list[str]:
         """Remove leftovers of interrupted writes older than the age; returns what went."""
 
+    encrypted = False  # client-side encryption (storage.encrypted wraps a backend)
     locks = False  # Object Lock: write-once objects carry a retain-until date
 
     def require_locks(self) -> None:  # noqa: B027 - optional hook: filesystems cannot lock
         """StorageError when the repository is configured to lock objects and cannot."""
+
+    def require_keys(self, target: str) -> None:  # noqa: B027 - optional hook
+        """StorageError when objects of ``target`` need a master key this host lacks."""
+
+    def key_id_of(self, key: str) -> str | None:
+        """The master key id of an encrypted object this process read or wrote (else None)."""
+        return None
 
     def locked_until(self, key: str) -> dt.datetime | None:
         """Until when ``key`` cannot be deleted (None: it can be now, or never was locked)."""

@@ -1,4 +1,4 @@
-"""moto's S3 server for what SeaweedFS does not do: Object Lock (and, later, KMS). Bound to
+"""moto's server for what SeaweedFS does not do: S3 Object Lock, and AWS KMS. Bound to
 127.0.0.1 on a free port, stopped by its PID."""
 
 from __future__ import annotations
@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mypy_boto3_s3.client import S3Client
 
@@ -31,6 +33,23 @@ class MotoS3:
     def make_bucket(self, name: str, lock: bool = True) -> None:
         """A bucket with Object Lock enabled (versioned), unless ``lock`` is False."""
         self.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=lock)
+
+    def kms_client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "kms",
+            region_name="us-east-1",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+
+    def forget_everything(self) -> None:
+        """moto's reset: every backend forgets its state (KMS keys as after their deletion)."""
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            answer.read()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

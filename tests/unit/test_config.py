@@ -251,3 +251,32 @@ def test_object_lock_settings() -> None:
         doc["repositories"][1]["object_lock"] = bad
         with pytest.raises(ConfigError, match=message):
             config.parse(doc)
+
+
+def test_encryption_settings() -> None:
+    doc = base()
+    arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    doc["repositories"][0]["encryption"] = {
+        "key_file": "/etc/pgproof/local.key",
+        "previous": [{"key_env": "OLD_KEY"}, {"kms_key_id": arn}],
+        "kms_endpoint_url": "https://kms.eu-west-1.amazonaws.com",
+    }
+    local = config.parse(doc).repositories[0]
+    assert local.encryption is not None
+    assert local.encryption.current.key_file == "/etc/pgproof/local.key"
+    assert [p.describe() for p in local.encryption.previous] == [
+        "key_env OLD_KEY",
+        f"kms_key_id {arn}",
+    ]
+    for bad, message in (
+        ({}, "exactly one of key_file, key_env or kms_key_id"),
+        ({"key_file": "/k", "key_env": "K"}, "exactly one"),
+        ({"key_file": "local.key"}, "absolute"),
+        ({"kms_key_id": "alias/pgproof"}, "not a KMS key ARN"),
+        ({"key_file": "/k", "kms_endpoint_url": "http://x"}, "for kms_key_id keys only"),
+        ({"key_file": "/k", "previous": [{"key_file": "/a", "key_env": "B"}]}, r"previous\[0\]"),
+        ({"key_file": "/k", "cipher": "aes"}, "unknown key"),
+    ):
+        doc["repositories"][0]["encryption"] = bad
+        with pytest.raises(ConfigError, match=message):
+            config.parse(doc)

@@ -81,7 +81,9 @@ def test_a_missing_or_wrong_master_key() -> None:
     assert "kkkk" not in str(missing.value) and "kkkk" not in repr(other)
     # a different key under the same id cannot exist by construction; a ring whose key
     # was replaced in place (a corrupted key file) fails to unwrap
-    forged = KeyRing({RING.current: b"z" * 32}, RING.current)
+    impostor = crypto.LocalKey(b"z" * 32)
+    impostor.key_id = RING.current  # another key claiming the id
+    forged = KeyRing({RING.current: impostor}, RING.current)
     with pytest.raises(CryptoError) as wrong:
         _dec(blob, ring=forged)
     assert wrong.value.reason == "decrypt-failed"
