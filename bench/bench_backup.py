@@ -236,12 +236,15 @@ def per_segment(
     times: list[float] = [] if timings is None else timings
     for seg in segs:
         started = time.perf_counter()
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *[a.replace("{}", str(seg)) for a in argv_for]],
-            check=True,
+        argv = [a.replace("{}", str(seg)) for a in argv_for]
+        done = subprocess.run(
+            ["runuser", "-u", "postgres", "--", *argv],
             capture_output=True,
+            text=True,
             env=dict(os.environ, **(env or {})),
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 

@@ -15,10 +15,17 @@ object and the key id, never a key.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 
 from pgproof.backups import crypto, layout
-from pgproof.backups.errors import DecryptFailed, KeyUnavailable, ObjectNotFound, StorageError
+from pgproof.backups.errors import (
+    DecryptFailed,
+    IntegrityError,
+    KeyUnavailable,
+    ObjectNotFound,
+    StorageError,
+)
 from pgproof.backups.keyregistry import KeyRegistry, RegisteredKey
 from pgproof.backups.storage.base import (
     CHUNK_SIZE,
@@ -39,6 +46,7 @@ class EncryptedRepository(Repository):
         self.locks = inner.locks
         self.key_ids: dict[str, str] = {}  # object key -> master key id, of what was read
         self._registered: set[str] = set()  # targets whose registry names the current key
+        self._registering = threading.Lock()
 
     encrypted = True
 
@@ -166,7 +174,14 @@ class EncryptedRepository(Repository):
         target = key.split("/", 1)[0]
         if target in self._registered or "/" not in key:
             return
-        known = self.registered(target)
-        if self.ring.current not in known.keys:
-            self.write_registry(target, known.with_key(self.ring.current, key))
-        self._registered.add(target)
+        with self._registering:  # the async WAL worker writes from several threads
+            if target in self._registered:
+                return
+            known = self.registered(target)
+            if self.ring.current not in known.keys:
+                try:
+                    self.write_registry(target, known.with_key(self.ring.current, key))
+                except IntegrityError:  # another process wrote it meanwhile: read it again
+                    if self.ring.current not in self.registered(target).keys:
+                        raise
+            self._registered.add(target)

@@ -147,6 +147,13 @@ def cmd_check(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace
                 f"  {rep.repository} ({rep.location}): {len(rep.backups)} backups, "
                 f"WAL {wal.get('first') or '-'} .. {wal.get('last') or '-'}"
             )
+            enc = rep.encryption
+            if enc:
+                counts = ", ".join(f"{k}: {n}" for k, n in enc["objects_per_key"].items())
+                print(
+                    f"    encrypted, master key {enc['current_key']}; objects per key "
+                    f"({enc['counted']}): {counts or 'none read'}"
+                )
         for problem in r.problems:
             print(f"  - {problem}")
     return EXIT_OK if healthy else EXIT_FAILED

@@ -22,7 +22,8 @@ import yaml
 
 from pgproof.backups import crypto
 from tests.integration.helpers import heartbeat_running
-from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup
+from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup, s3_env
+from tests.support.monitoring import exporter_once
 from tests.support.motoserver import MotoS3, moto_s3
 from tests.support.pgbackrest import tree_hash
 from tests.support.seaweed import SeaweedS3
@@ -94,9 +95,11 @@ def encrypted(seaweed: SeaweedS3) -> Iterator[Setup]:
 
 
 def test_encrypted_repositories_hold_no_plaintext_and_restore_tests_pass(
-    encrypted: Setup,
+    encrypted: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = encrypted
+    for name, value in s3_env().items():  # the exporter runs in this process
+        monkeypatch.setenv(name, value)
     s.cluster.pgbench("-i", "-q", "-s", "1")
     s.pgproof("backup", "logical", check=True)
     with heartbeat_running(s):
@@ -126,6 +129,14 @@ def test_encrypted_repositories_hold_no_plaintext_and_restore_tests_pass(
     physical = verify(s, "--kind", "physical", "--pitr", "random")
     assert physical["verdict"] == "passed", physical["cause"]
     assert {c["name"] for c in physical["checks"]} >= {"amcheck", "heartbeat"}
+
+    # serve's exporter reads the encrypted repositories with the same keys
+    text, _alerts = exporter_once(s.config_path)
+    for repo in ("local", "offsite"):
+        assert f'pgproof_repository_up{{repository="{repo}"}} 1.0' in text
+    for kind in ("logical", "physical"):
+        assert f'pgproof_restore_test_last_status{{kind="{kind}",target="main"}} 1.0' in text
+        assert f'pgproof_backup_age_seconds{{kind="{kind}",target="main"}}' in text
 
     checked = s.pgproof("check", "--json")
     assert json.loads(checked.stdout)["healthy"], checked.stdout
