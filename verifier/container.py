@@ -355,7 +355,9 @@ class ContainerSandbox(LocalDirSandbox):
             nonlocal checked
             if self._server_rc is not None and self._server_rc.exists():
                 self.running = False
-                raise SandboxError(f"sandbox server exited while starting:\n{self.log_tail()}")
+                raise SandboxError(
+                    f"sandbox server exited while starting:\n{self.why_it_stopped()}"
+                )
             try:
                 checked = self._check_alive(checked, "the server was starting")
             except SandboxError as exc:

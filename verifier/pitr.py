@@ -52,6 +52,16 @@ def pg_time(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
+def consistent_by(backup_end: dt.datetime) -> dt.datetime:
+    """The earliest time a recovery target may name: the backup's end, or the next whole
+    second when the end is known only to the second (pgBackRest's and barman's listings
+    truncate it): a target before the backup's end record stops recovery before the copy is
+    consistent, and PostgreSQL refuses to start."""
+    if backup_end.microsecond == 0:
+        return backup_end + dt.timedelta(seconds=1)
+    return backup_end
+
+
 def choose(
     spec: str,
     backup_end: dt.datetime,
@@ -59,6 +69,7 @@ def choose(
     rng: random.Random | None = None,
 ) -> Target:
     """Turn ``--pitr`` into recovery settings; TargetError for impossible targets."""
+    backup_end = consistent_by(backup_end)
     spec = (spec or "latest").strip()
     if spec == "latest":
         return Target("latest", {})

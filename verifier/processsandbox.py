@@ -108,7 +108,9 @@ class ProcessSandbox(LocalDirSandbox):
         def check() -> None:
             if self._exited(began):
                 self.running = False
-                raise SandboxError(f"sandbox server exited while starting:\n{self.log_tail()}")
+                raise SandboxError(
+                    f"sandbox server exited while starting:\n{self.why_it_stopped()}"
+                )
 
         if not process.wait_until(ready, timeout, 0.2, check, on_wait):
             raise SandboxError(f"sandbox not ready after {timeout:g} s:\n{self.log_tail()}")

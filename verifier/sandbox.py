@@ -81,6 +81,13 @@ class Sandbox(ABC):
     def start(self, timeout: float, on_wait: Callable[[], None] | None = None) -> None:
         """Start and wait until connections are accepted; ``on_wait`` runs while waiting."""
 
+    def why_it_stopped(self) -> str:
+        """For an error message: the server log's FATAL and PANIC lines first (what stopped
+        it), then its tail."""
+        text = self.server_log()
+        fatal = [ln for ln in text.splitlines() if " FATAL: " in ln or " PANIC: " in ln][-3:]
+        return "\n".join([*fatal, "--- log tail ---", text[-3000:]]) if fatal else text[-3000:]
+
     def server_log(self) -> str:
         """The server's log so far (empty when the backend keeps none)."""
         return ""

@@ -110,7 +110,7 @@ def server(seaweed: SeaweedS3) -> Iterator[Server]:
 def test_a_barman_cloud_backup_passes_with_the_heartbeat_proof(server: Server) -> None:
     before = server.source.tree_hash()
     r = server.verify("cnpg", "--pitr", "random")
-    assert r.verdict == "passed", (r.cause, [(c.name, c.verdict, c.detail) for c in r.checks])
+    assert r.verdict == "passed", f"{r.cause}\n{[(c.name, c.verdict, c.detail) for c in r.checks]}"
     checks = {c.name: c for c in r.checks}
     assert checks["heartbeat"].verdict == "passed", checks["heartbeat"].detail
     assert checks["verifybackup"].evidence["checked"] == ["data.tar.gz"]

@@ -209,6 +209,7 @@ def test_damaged_encrypted_objects_fail_naming_the_object(local_only: Setup) -> 
         damage()
         try:
             record = verify(s, "--kind", "physical", "--pitr", "latest")
+            print(f"{what}: {record['verdict']}: {record['cause']}")
             assert record["verdict"] == "failed", (what, record["verdict"], record["cause"])
             assert "decrypt-failed" in record["cause"], (what, record["cause"])
             assert named.split(".")[0] in record["cause"], (what, record["cause"])
@@ -233,6 +234,7 @@ def test_keys_this_host_lacks_are_errors_naming_the_object(local_only: Setup) ->
     # a wrong master key: another key's id, so every object is key-unavailable, named
     configure(s, local={"key_file": str(new_key(keys, "wrong.key"))})
     done = s.pgproof("verify", "--kind", "logical")
+    print(f"wrong master key: exit {done.returncode}: {done.stderr.strip()}")
     assert done.returncode == 1, done.stderr
     assert "key-unavailable" in done.stderr and "main/" in done.stderr, done.stderr
     assert kid(first) in done.stderr
@@ -241,10 +243,12 @@ def test_keys_this_host_lacks_are_errors_naming_the_object(local_only: Setup) ->
     # a key file that is not there, or that others can read: refused before anything runs
     configure(s, local={"key_file": str(keys / "absent.key")})
     done = s.pgproof("verify", "--kind", "logical")
+    print(f"absent key file: exit {done.returncode}: {done.stderr.strip()}")
     assert done.returncode == 1 and "absent.key: No such file" in done.stderr, done.stderr
     first.chmod(0o644)
     configure(s, local={"key_file": str(first)})
     done = s.pgproof("verify", "--kind", "logical")
+    print(f"key file readable by others: exit {done.returncode}: {done.stderr.strip()}")
     assert done.returncode == 1 and "readable by others" in done.stderr, done.stderr
     first.chmod(0o600)
 
@@ -262,6 +266,7 @@ def test_keys_this_host_lacks_are_errors_naming_the_object(local_only: Setup) ->
     # the old key removed while objects still need it: refused, naming it
     configure(s, local={"key_file": str(second)})
     done = s.pgproof("verify", "--kind", "logical")
+    print(f"old key removed: exit {done.returncode}: {done.stderr.strip()}")
     assert done.returncode == 1, done.stdout
     assert "key-unavailable" in done.stderr and kid(first) in done.stderr, done.stderr
     checked = json.loads(s.pgproof("check", "--json").stdout)
@@ -304,6 +309,7 @@ def _kms_case(s: Setup, moto: MotoS3) -> None:
     moto.forget_everything()
     listed = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s.bucket)["Contents"])
     done = s.pgproof("verify", "--kind", "logical")
+    print(f"KMS key gone: exit {done.returncode}: {done.stderr.strip()}")
     assert done.returncode == 1, done.stdout
     assert "key-unavailable" in done.stderr and arn in done.stderr, done.stderr
     assert "main/" in done.stderr, done.stderr  # the object is named

@@ -134,7 +134,7 @@ def trees(seaweed: SeaweedS3) -> Iterator[Trees]:
 def test_a_dump_run_passes_and_the_plain_dump_restores(trees: Trees) -> None:
     before = tree_hash(trees.copies["cron"])
     r = trees.verify("cron", kind="logical")
-    assert r.verdict == "passed", (r.cause, [(c.name, c.verdict, c.detail) for c in r.checks])
+    assert r.verdict == "passed", f"{r.cause}\n{[(c.name, c.verdict, c.detail) for c in r.checks]}"
     checks = {c.name: c for c in r.checks}
     assert checks["row_counts"].evidence["applicable"] is False
     restored = checks["row_counts"].evidence["restored"]
@@ -150,7 +150,7 @@ def test_a_dump_run_passes_and_the_plain_dump_restores(trees: Trees) -> None:
 def test_a_base_backup_passes_pitr_random_with_the_heartbeat_proof(trees: Trees) -> None:
     before = tree_hash(trees.copies["cron"])
     r = trees.verify("cron", "--pitr", "random")
-    assert r.verdict == "passed", (r.cause, [(c.name, c.verdict, c.detail) for c in r.checks])
+    assert r.verdict == "passed", f"{r.cause}\n{[(c.name, c.verdict, c.detail) for c in r.checks]}"
     checks = {c.name: c for c in r.checks}
     assert "pg_verifybackup" in checks["verifybackup"].detail
     assert checks["heartbeat"].verdict == "passed", checks["heartbeat"].detail

@@ -150,7 +150,7 @@ def source(seaweed: SeaweedS3) -> Iterator[Source]:
 def test_a_pgbackrest_backup_passes_with_the_heartbeat_proof(source: Source) -> None:
     before = [tree_hash(r) for r in source.stanzas.repos]
     r = source.verify("plain")
-    assert r.verdict == "passed", (r.cause, [(c.name, c.verdict, c.detail) for c in r.checks])
+    assert r.verdict == "passed", f"{r.cause}\n{[(c.name, c.verdict, c.detail) for c in r.checks]}"
     checks = {c.name: c for c in r.checks}
     assert "pgbackrest verify" in checks["verifybackup"].detail
     assert checks["heartbeat"].verdict == "passed"
@@ -164,7 +164,7 @@ def test_a_pgbackrest_backup_passes_with_the_heartbeat_proof(source: Source) -> 
 def test_a_repository_in_s3_passes_and_is_only_read(source: Source, seaweed: SeaweedS3) -> None:
     before = _bucket_hash(seaweed, "pgbackrest")
     r = source.verify("s3", "--pitr", "random")
-    assert r.verdict == "passed", (r.cause, [(c.name, c.verdict, c.detail) for c in r.checks])
+    assert r.verdict == "passed", f"{r.cause}\n{[(c.name, c.verdict, c.detail) for c in r.checks]}"
     assert {c.name: c.verdict for c in r.checks}["heartbeat"] == "passed"
     wrong = source.verify("s3", env={"PGBACKREST_REPO1_S3_KEY_SECRET": "not-the-secret"})
     assert wrong.verdict == "error", wrong.cause

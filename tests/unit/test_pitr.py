@@ -75,3 +75,16 @@ def test_a_tablespace_created_in_replay_is_named_with_its_lsn() -> None:
     created = pitr.tablespace_created(log)
     assert created == pitr.TablespaceCreated("0/4000410", 16398, '/srv/ts \\"x\\"')
     assert pitr.tablespace_created("FATAL: something else") is None
+
+
+def test_a_backup_end_known_to_the_second_may_be_a_second_late() -> None:
+    """pgBackRest and barman list a backup's end truncated to the second: a random target in
+    that second could precede the backup's end record, and recovery refuses to start."""
+    newest = END + dt.timedelta(seconds=30)
+    for seed in range(200):
+        t = pitr.choose("random", END, newest, random.Random(seed))
+        assert t.time is not None and END + dt.timedelta(seconds=1) <= t.time <= newest
+    precise = END + dt.timedelta(milliseconds=250)  # pgproof's own manifests: milliseconds
+    assert pitr.consistent_by(precise) == precise
+    with pytest.raises(TargetError, match="before the backup's end"):
+        pitr.choose("2026-11-24T10:00:00.5Z", END, None)
