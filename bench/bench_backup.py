@@ -273,6 +273,19 @@ def fresh_config(
     return config
 
 
+def ready_pg_wal(segs: list[Path]) -> tuple[Path, Path]:
+    """A pg_wal-like directory holding ``segs`` with their .ready files (as the archiver
+    leaves them for async archiving), and an empty spool directory; both postgres's."""
+    pg_wal = private_dir("pgproof-pgwal-")
+    (pg_wal / "archive_status").mkdir()
+    for seg in segs:
+        shutil.copy(seg, pg_wal / seg.name)
+        (pg_wal / "archive_status" / f"{seg.name}.ready").touch()
+    spool = private_dir("pgproof-spool-")
+    subprocess.run(["chown", "-R", "postgres:postgres", str(pg_wal), str(spool)], check=True)
+    return pg_wal, spool
+
+
 def bench_wal(
     cluster: Cluster, config: Path, base: Path, conf: Path, s3: SeaweedS3, count: int
 ) -> None:
@@ -297,13 +310,7 @@ def bench_wal(
         )
     # async: a pg_wal-like directory with .ready files, pushed in order as the archiver does
     for label, fs in (("S3 only", False), ("filesystem + S3", True)):
-        pg_wal = private_dir("pgproof-pgwal-")
-        (pg_wal / "archive_status").mkdir()
-        for seg in segs:
-            shutil.copy(seg, pg_wal / seg.name)
-            (pg_wal / "archive_status" / f"{seg.name}.ready").touch()
-        spool = private_dir("pgproof-spool-")
-        subprocess.run(["chown", "-R", "postgres:postgres", str(pg_wal), str(spool)], check=True)
+        pg_wal, spool = ready_pg_wal(segs)
         cfg = fresh_config(
             base,
             cluster,

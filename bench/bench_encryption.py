@@ -27,9 +27,15 @@ from pathlib import Path
 
 import yaml
 
-from bench.bench_backup import bench_source, fresh_config, per_segment, real_segments
+from bench.bench_backup import (
+    bench_source,
+    fresh_config,
+    per_segment,
+    ready_pg_wal,
+    real_segments,
+)
 from tests.support.fixtures import PGPROOF, s3_env, write_config
-from tests.support.pgcluster import Cluster, private_dir
+from tests.support.pgcluster import Cluster
 from tests.support.seaweed import SeaweedS3, seaweed_server
 
 
@@ -95,15 +101,7 @@ def bench_async(
     totals: dict[bool, list[float]] = {False: [], True: []}
     for r in range(rounds):
         for enc in (False, True) if r % 2 == 0 else (True, False):
-            pg_wal = private_dir("pgproof-pgwal-")
-            (pg_wal / "archive_status").mkdir()
-            for seg in segs:
-                shutil.copy(seg, pg_wal / seg.name)
-                (pg_wal / "archive_status" / f"{seg.name}.ready").touch()
-            spool = private_dir("pgproof-spool-")
-            subprocess.run(
-                ["chown", "-R", "postgres:postgres", str(pg_wal), str(spool)], check=True
-            )
+            pg_wal, spool = ready_pg_wal(segs)
             wal = {"async": True, "spool_dir": str(spool), "async_workers": 4}
             cfg = fresh_config(base, cluster, s3, f"async{int(enc)}r{r}", wal)
             if enc:

@@ -91,3 +91,43 @@ def test_master_keys_from_files_and_the_environment(
     assert "c2hvcnQ" not in str(bad.value)  # never the value
     with pytest.raises(keys.KeySetupError, match="PGPROOF_UNSET is not set"):
         keys.load_key(MasterKeySource(key_env="PGPROOF_UNSET"))
+
+
+class _Refusing:
+    """A KMS client that answers every call with one error (botocore's own classes)."""
+
+    def __init__(self, exc: Exception):
+        self.exc = exc
+
+    def encrypt(self, **_: object) -> dict[str, bytes]:
+        raise self.exc
+
+    decrypt = encrypt
+
+
+def test_kms_refusals_are_key_unavailable_and_a_bad_wrapped_key_decrypt_failed() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from pgproof.backups.kms import KmsKey
+
+    arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+    def refused(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "no"}}, "Decrypt")
+
+    cases = {
+        refused("KMSInvalidStateException"): "key-unavailable",
+        refused("NotFoundException"): "key-unavailable",
+        refused("AccessDeniedException"): "key-unavailable",
+        EndpointConnectionError(endpoint_url="https://kms"): "key-unavailable",
+        refused("InvalidCiphertextException"): "decrypt-failed",
+        refused("IncorrectKeyException"): "decrypt-failed",
+    }
+    for exc, reason in cases.items():
+        key = KmsKey(arn, client=_Refusing(exc))
+        with pytest.raises(crypto.CryptoError) as info:
+            key.unwrap("main/wal/000000010000000000000001", b"wrapped")
+        assert info.value.reason == reason, exc
+        assert "main/wal/000000010000000000000001" in str(info.value) and arn in str(info.value)
+    with pytest.raises(crypto.CryptoError, match="key-unavailable"):
+        KmsKey(arn, client=_Refusing(refused("DisabledException"))).wrap("main/x", b"k" * 32)
