@@ -52,6 +52,7 @@ class SourceError(BackupError):
 class StorageError(BackupError):
     def __init__(self, repository: str, message: str):
         self.repository = repository
+        self.detail = message  # without the repository's name
         super().__init__(f"repository {repository!r}: {message}")
 
 

@@ -184,6 +184,7 @@ def _first_intact(
     except ValueError:
         raise WalError(f"not a WAL file name: {name!r}") from None
     problems: list[str] = []
+    details: list[str] = []  # the same, without the repository's name
     unreadable = keyless = 0
     for repo in repos:
         for key in candidate_keys(target, name):
@@ -197,16 +198,18 @@ def _first_intact(
                     raise IntegrityError(repo.name, f"{key} does not match its sha256")
                 result = accept(key, data, meta)
             except (StorageError, compression.ZstdError, ValueError) as exc:
-                problems.append(f"{repo.name}: {exc}")
+                details.append(exc.detail if isinstance(exc, StorageError) else str(exc))
+                problems.append(f"{repo.name}: {details[-1]}")
                 unreadable += 1
                 keyless += isinstance(exc, KeyUnavailable)
                 continue
             return repo.name, result, problems
     if unreadable and unreadable >= len(repos):
         names = ",".join(r.name for r in repos)
+        text = "; ".join(details if len(repos) == 1 else problems)
         if keyless == unreadable:  # no copy could be judged: this host lacks the keys
-            raise KeyUnavailable(names, "; ".join(problems))
-        raise StorageError(names, "; ".join(problems))
+            raise KeyUnavailable(names, text)
+        raise StorageError(names, text)
     raise WalNotFound(f"{name} is not in the archive of target {target!r}")
 
 

@@ -251,6 +251,7 @@ def test_keys_this_host_lacks_are_errors_naming_the_object(local_only: Setup) ->
     print(f"key file readable by others: exit {done.returncode}: {done.stderr.strip()}")
     assert done.returncode == 1 and "readable by others" in done.stderr, done.stderr
     first.chmod(0o600)
+    assert trees(s) == before  # refused or judged: nothing written, nothing lost
 
     # rotation: a new current key, the old one kept for what it encrypted
     second = new_key(keys, "second.key")
