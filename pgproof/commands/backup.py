@@ -84,6 +84,7 @@ def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
             ):
                 for repo in repos:
                     try:
+                        repo.require_keys(target.name)  # never plan blind to what it holds
                         # the newest backup of each kind that passed a restore test stays
                         tested = records.readable(records.read_all(repo, target.name))
                         plan = retention.plan(

@@ -272,6 +272,10 @@ def test_keys_this_host_lacks_are_errors_naming_the_object(local_only: Setup) ->
     assert "key-unavailable" in done.stderr and kid(first) in done.stderr, done.stderr
     checked = json.loads(s.pgproof("check", "--json").stdout)
     assert any(kid(first) in p for p in checked["targets"][0]["problems"])
+    kept = trees(s)
+    pruned = s.pgproof("retention")  # would plan blind to what the old key encrypts
+    assert "key-unavailable" in pruned.stderr and kid(first) in pruned.stderr, pruned.stderr
+    assert trees(s) == kept  # nothing deleted
     assert trees(s)[1] == before[1]  # the WAL archive untouched throughout
 
 
