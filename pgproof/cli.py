@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest")
     p = with_target(sub.add_parser("list", help="backups, sizes and state"))
     p.add_argument("--json", action="store_true")
+    p = with_target(sub.add_parser("fetch", help="copy one backup's files out, verified"))
+    p.add_argument("--backup", required=True, help="the backup id (pgproof list)")
+    p.add_argument("--out", required=True, help="a new or empty directory")
+    p.add_argument("--repository", help="read from this repository only")
+    p.add_argument("--json", action="store_true")
     p = with_target(sub.add_parser("check", help="fast checks without restoring"))
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-data", action="store_true", help="check sizes only, do not re-hash")
@@ -119,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "backup",
             "heartbeat",
             "verify",
+            "fetch",
         )
         name = getattr(args, "target", None)
         targets = (cfg.target(name),) if single else cfg.select(name)

@@ -22,6 +22,7 @@ _MODULES = {
     "wal-fetch": "wal",
     "list": "inspect",
     "check": "inspect",
+    "fetch": "fetch",
     "verify": "verify",
     "report": "verify",
     "heartbeat": "serve",

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pgproof.backups import crypto
+from pgproof.backups import crypto, pgbin
+from pgproof.backups.runner import Runner
 from tests.integration.helpers import heartbeat_running
 from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup, s3_env
 from tests.support.monitoring import exporter_once
@@ -320,3 +321,49 @@ def _kms_case(s: Setup, moto: MotoS3) -> None:
     assert "main/" in done.stderr, done.stderr  # the object is named
     after = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s.bucket)["Contents"])
     assert after == listed  # nothing written or lost
+
+
+def test_fetch_gives_a_restore_by_hand_its_plaintext_files(local_only: Setup) -> None:
+    s = local_only
+    listed = json.loads(s.pgproof("list", "--json").stdout)["backups"]
+    ids = {b["kind"]: b["id"] for b in listed if b.get("state") == "complete"}
+    out = s.config_path.parent / "fetched"
+    done = s.pgproof("fetch", "--backup", ids["logical"], "--out", str(out / "logical"), "--json")
+    assert done.returncode == 0, done.stderr
+    fetched = json.loads(done.stdout)
+    dumps = [Path(f) for f in fetched["files"] if f.endswith(".dump")]
+    assert dumps and all(p.read_bytes().startswith(b"PGDMP") for p in dumps)  # pg_restore's
+    newest = pgbin.find(max(pgbin.installed_majors()), Runner())  # as new as the pg_dump
+    listing = subprocess.run(
+        [str(newest.path("pg_restore")), "--list", str(dumps[0])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listing.returncode == 0, listing.stderr
+    done = s.pgproof("fetch", "--backup", ids["physical"], "--out", str(out / "physical"))
+    assert done.returncode == 0, done.stderr
+    members = subprocess.run(
+        f"zstd -dc {out / 'physical' / 'base.tar.zst'} | tar -t",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "PG_VERSION" in members and "backup_label" in members
+
+    # into a directory that holds files: refused; a damaged object: named, nothing partial
+    again = s.pgproof("fetch", "--backup", ids["physical"], "--out", str(out / "physical"))
+    assert again.returncode == 2 and "not empty" in again.stderr
+    base = base_file(s)
+    original = base.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0x01
+    base.write_bytes(bytes(damaged))
+    try:
+        bad = s.pgproof("fetch", "--backup", ids["physical"], "--out", str(out / "damaged"))
+    finally:
+        base.write_bytes(original)
+    assert bad.returncode == 1 and "decrypt-failed" in bad.stderr, bad.stderr
+    assert "base.tar.zst" in bad.stderr
+    assert not list((out / "damaged").glob("base.tar.zst*"))
