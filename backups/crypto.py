@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -178,6 +178,27 @@ def _aad(head: bytes, object_key: str) -> bytes:
     return hashlib.sha256(head).digest() + object_key.encode()
 
 
+def _blocks(
+    chunks: Iterable[bytes], size: int, pending: bytes = b""
+) -> Iterator[tuple[bytes | memoryview, bool]]:
+    """The stream cut into ``size``-byte blocks, each with whether it is the last (the last
+    may be shorter, or empty for an empty stream). One block is always held back until more
+    follows, since it may be the last; chunks are joined once per batch: few copies."""
+    parts, held = [pending], len(pending)
+    for chunk in chunks:
+        parts.append(chunk)
+        held += len(chunk)
+        if held <= size:
+            continue
+        data = b"".join(parts)
+        view, pos = memoryview(data), 0
+        while held - pos > size:
+            yield view[pos : pos + size], False
+            pos += size
+        parts, held = [data[pos:]], held - pos
+    yield b"".join(parts), True
+
+
 def encrypt(
     chunks: Iterable[bytes], object_key: str, ring: KeyRing, frame_size: int = FRAME_SIZE
 ) -> Iterator[bytes]:
@@ -189,28 +210,20 @@ def encrypt(
     head = header(kid, ring.keys[kid].wrap(object_key, data_key), prefix, frame_size)
     yield head
     aead, aad = AESGCM(data_key), _aad(head, object_key)
-    pending: list[bytes] = []  # joined once per batch of frames: few copies
-    size = counter = 0
-    for chunk in chunks:
-        pending.append(chunk)
-        size += len(chunk)
-        if size <= frame_size:
-            continue
-        data = b"".join(pending)
-        view, pos = memoryview(data), 0
-        while size - pos > frame_size:  # keep one frame back: it may be the last
-            nonce = _nonce(prefix, counter, False)
-            yield aead.encrypt(nonce, view[pos : pos + frame_size], aad)
-            pos += frame_size
-            counter += 1
-        pending, size = [data[pos:]], size - pos
-    yield aead.encrypt(_nonce(prefix, counter, True), b"".join(pending), aad)
+    for counter, (block, last) in enumerate(_blocks(chunks, frame_size)):
+        yield aead.encrypt(_nonce(prefix, counter, last), block, aad)
 
 
-def decrypt(chunks: Iterable[bytes], object_key: str, ring: KeyRing) -> Iterator[bytes]:
+def decrypt(
+    chunks: Iterable[bytes],
+    object_key: str,
+    ring: KeyRing,
+    on_key: Callable[[str], None] | None = None,
+) -> Iterator[bytes]:
     """The plaintext of an encrypted object, streamed; CryptoError naming the object when the
     master key is not here (``key-unavailable``) or any byte was changed, a frame moved,
-    dropped or added, or the object cut short (``decrypt-failed``)."""
+    dropped or added, or the object cut short (``decrypt-failed``). ``on_key`` is told the
+    master key id the object's header names, once it is read."""
     buffer = bytearray()
     iterator = iter(chunks)
     head: Header | None = None
@@ -221,6 +234,8 @@ def decrypt(chunks: Iterable[bytes], object_key: str, ring: KeyRing) -> Iterator
             break
     if head is None:
         raise CryptoError("decrypt-failed", f"{object_key} is cut short (no complete header)")
+    if on_key is not None:
+        on_key(head.key_id)
     master = ring.keys.get(head.key_id)
     if master is None:
         raise CryptoError(
@@ -230,37 +245,18 @@ def decrypt(chunks: Iterable[bytes], object_key: str, ring: KeyRing) -> Iterator
         )
     aead = AESGCM(master.unwrap(object_key, head.wrapped))
     aad = _aad(head.raw, object_key)
-    del buffer[: len(head.raw)]
-    sealed = head.frame_size + TAG
-    counter = 0
-
-    def frame(body: bytes | memoryview, last: bool) -> bytes:
+    rest = bytes(buffer[len(head.raw) :])
+    for counter, (body, last) in enumerate(_blocks(iterator, head.frame_size + TAG, rest)):
+        if last and len(body) < TAG:
+            raise CryptoError("decrypt-failed", f"{object_key} is cut short (frame {counter})")
         try:
-            return aead.decrypt(_nonce(head.prefix, counter, last), body, aad)
+            yield aead.decrypt(_nonce(head.prefix, counter, last), body, aad)
         except InvalidTag:
             raise CryptoError(
                 "decrypt-failed",
                 f"{object_key}: frame {counter} does not authenticate (changed, moved, or "
                 "the object was cut short)",
             ) from None
-
-    pending, size = [bytes(buffer)], len(buffer)
-    for chunk in iterator:
-        pending.append(chunk)
-        size += len(chunk)
-        if size <= sealed:
-            continue
-        data = b"".join(pending)
-        view, pos = memoryview(data), 0
-        while size - pos > sealed:  # a full frame with more after it: not the last
-            yield frame(view[pos : pos + sealed], False)
-            pos += sealed
-            counter += 1
-        pending, size = [data[pos:]], size - pos
-    rest = b"".join(pending)
-    if len(rest) < TAG:
-        raise CryptoError("decrypt-failed", f"{object_key} is cut short (frame {counter})")
-    yield frame(rest, True)
 
 
 def key_id_of(data: bytes, object_key: str) -> str | None:

@@ -79,28 +79,22 @@ class KmsKey:
             f"({type(exc).__name__}: {exc})",
         )
 
-    def wrap(self, object_key: str, data_key: bytes) -> bytes:
+    def _call(self, action: str, object_key: str, doing: str, **params: bytes) -> bytes:
+        """KMS ``action`` for one object's data key (the object key as encryption context);
+        ``params`` are the call's one bytes argument and the answer's field is returned."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        wanted = "CiphertextBlob" if action == "encrypt" else "Plaintext"
         try:
-            answer = self._client.encrypt(
-                KeyId=self.key_id,
-                Plaintext=data_key,
-                EncryptionContext={"pgproof-object": object_key},
+            answer = getattr(self._client, action)(
+                KeyId=self.key_id, EncryptionContext={"pgproof-object": object_key}, **params
             )
         except (BotoCoreError, ClientError) as exc:
-            raise self._failure(exc, object_key, "wrap the data key of") from None
-        return bytes(answer["CiphertextBlob"])
+            raise self._failure(exc, object_key, doing) from None
+        return bytes(answer[wanted])
+
+    def wrap(self, object_key: str, data_key: bytes) -> bytes:
+        return self._call("encrypt", object_key, "wrap the data key of", Plaintext=data_key)
 
     def unwrap(self, object_key: str, wrapped: bytes) -> bytes:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            answer = self._client.decrypt(
-                KeyId=self.key_id,
-                CiphertextBlob=wrapped,
-                EncryptionContext={"pgproof-object": object_key},
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise self._failure(exc, object_key, "unwrap the data key of") from None
-        return bytes(answer["Plaintext"])
+        return self._call("decrypt", object_key, "unwrap the data key of", CiphertextBlob=wrapped)

@@ -142,15 +142,16 @@ def hold_locked(repo: Repository, target: str, p: RetentionPlan) -> RetentionPla
         else:
             incomplete.append(backup_id)
     wal = sorted(p.delete_wal, key=lambda k: k.rsplit("/", 1)[-1])
-    lo, hi = 0, len(wal)  # the first locked segment is at hi
+    lo, hi = 0, len(wal)  # the first locked segment is at hi, locked until ``until``
+    until = None
     while lo < hi:
         mid = (lo + hi) // 2
-        if repo.locked_until(wal[mid]) is None:
+        mid_until = repo.locked_until(wal[mid])
+        if mid_until is None:
             lo = mid + 1
         else:
-            hi = mid
+            hi, until = mid, mid_until
     if hi < len(wal):
-        until = repo.locked_until(wal[hi])
         when = catalog.utc_iso(until) if until else "now"
         first, last = wal[hi].rsplit("/", 1)[-1], wal[-1].rsplit("/", 1)[-1]
         locked[f"WAL {first[:24]}..{last[:24]} ({len(wal) - hi} files)"] = (

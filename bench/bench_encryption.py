@@ -118,7 +118,7 @@ def bench_async(
     return ratio_row("time per segment through the worker", 1 / rate, 1 / rate_enc)
 
 
-def restore_configs(cluster: Cluster, base: Path, plain_config: Path) -> tuple[Path, Path]:
+def restore_configs(cluster: Cluster, base: Path) -> tuple[Path, Path]:
     """Two configs of the same target: one plain repository, one encrypted; the source
     archives into both (archive_command pushes twice)."""
     configs = []
@@ -150,8 +150,8 @@ def pgproof(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def bench_restore(cluster: Cluster, base: Path, config: Path, rounds: int) -> list[float]:
-    plain, enc = restore_configs(cluster, base, config)
+def bench_restore(cluster: Cluster, base: Path, rounds: int) -> list[float]:
+    plain, enc = restore_configs(cluster, base)
     for cfg in (plain, enc):
         pgproof(cfg, "backup", "logical")
         pgproof(cfg, "backup", "physical")
@@ -196,7 +196,7 @@ def main() -> int:
         segs = sorted(real_segments(cluster, config, args.segments).iterdir())
         ratios = bench_sync(cluster, base, s3, segs, args.rounds)
         ratios.append(bench_async(cluster, base, s3, segs, args.rounds))
-        ratios += bench_restore(cluster, base, config, args.rounds)
+        ratios += bench_restore(cluster, base, args.rounds)
     worst = max(ratios)
     print(f"\nworst ratio {worst:.2f}x (target <= 1.15x): {'met' if worst <= 1.15 else 'NOT met'}")
     return 0

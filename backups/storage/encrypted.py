@@ -85,21 +85,11 @@ class EncryptedRepository(Repository):
         return self._decrypted(stored, key)
 
     def _decrypted(self, stored: Iterator[bytes], key: str) -> Iterator[bytes]:
-        def noted() -> Iterator[bytes]:
-            first = True
-            for chunk in stored:
-                if first:
-                    first = False
-                    try:
-                        kid = crypto.key_id_of(chunk, key)
-                    except crypto.CryptoError:
-                        kid = None
-                    if kid is not None:
-                        self.key_ids[key] = kid
-                yield chunk
+        def note(kid: str) -> None:
+            self.key_ids[key] = kid
 
         try:
-            yield from crypto.decrypt(noted(), key, self.ring)
+            yield from crypto.decrypt(stored, key, self.ring, note)
         except crypto.CryptoError as exc:
             raise self._error(exc) from None
 

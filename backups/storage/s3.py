@@ -384,7 +384,7 @@ class S3Repository(Repository):
     def _delete_batch(self, batch: list[str]) -> None:
         try:
             objects: list[dict[str, str]] = (
-                self._versions(batch) if self.options.lock_mode else [{"Key": k} for k in batch]
+                self._versions(batch) if self.locks else [{"Key": k} for k in batch]
             )
             if not objects:
                 return

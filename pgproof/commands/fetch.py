@@ -56,7 +56,7 @@ def cmd_fetch(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespace
         try:
             for entry in manifest.files:
                 fetch.download(repo, manifest, entry, out / entry.name, progress)
-        except (VerifierError, BackupError) as exc:
+        except VerifierError as exc:  # damaged, missing or unreadable: named by fetch
             err(f"fetch: {exc}")
             return EXIT_FAILED
         finally:

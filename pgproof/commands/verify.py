@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pgproof import __version__
-from pgproof.backups.errors import BackupError
+from pgproof.backups.errors import LockHeld
 from pgproof.backups.kinds import KINDS, Kind
 from pgproof.backups.lock import target_lock
 from pgproof.backups.runner import Runner
@@ -62,8 +62,8 @@ def cmd_verify(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
                 except TargetError as exc:
                     err(f"verify {target.name}: {exc}")
                     return EXIT_USAGE
-    except (BackupError, VerifierError) as exc:  # LockHeld; a repository or key unavailable
-        err(f"verify {target.name}: {exc}")
+    except (LockHeld, VerifierError) as exc:
+        err(str(exc))
         return EXIT_FAILED
     if not results:
         err(f"verify {target.name}: no complete backup to test")
