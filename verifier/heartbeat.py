@@ -45,6 +45,7 @@ class Window:
     start: dt.datetime
     end: dt.datetime
     anchor: str  # what ``end`` is: the target time, the last replayed commit, the backup
+    quiet: str | None = None  # what the WAL shows between ``end`` and a later target time
 
     def describe(self) -> str:
         return f"{self.start.isoformat()} .. {self.end.isoformat()} ({self.anchor})"
@@ -57,14 +58,39 @@ def window(
     backup_started: dt.datetime,
     backup_finished: dt.datetime,
     span: float,
+    *,
+    replayed_commit: dt.datetime | None = None,
+    next_commit: dt.datetime | None = None,
 ) -> Window:
-    """The window for the point reached. ``span`` is the beat interval plus slack."""
+    """The window for the point reached. ``span`` is the beat interval plus slack.
+
+    With a target time, replay applies every commit up to the target and stops before the
+    first one after it (``next_commit``, from the server's log). When the last replayed
+    commit (``replayed_commit``; none: the backup's end) lies more than a span before the
+    target, the WAL shows that the source committed nothing in between (it was down, being
+    restored onto a new timeline, or idle): the proof is judged at that commit, and the
+    window says so, instead of asking for beats the source never wrote."""
     gap = dt.timedelta(seconds=span)
     if target_time is not None:
+        if next_commit is not None and next_commit > target_time:
+            last = replayed_commit
+            moment = last if last is not None else backup_finished
+            if moment < target_time - gap:
+                quiet = (
+                    f"the archived WAL holds no commit between {moment.isoformat()} ("
+                    + ("the last replayed commit" if last is not None else "the backup's end")
+                    + f") and the recovery target time {target_time.isoformat()}: replay "
+                    f"stopped before the next commit, at {next_commit.isoformat()}"
+                )
+                if last is None:
+                    return Window(
+                        backup_started - gap, moment, "end of the backup, no later commit", quiet
+                    )
+                return Window(moment - gap, moment, "last replayed commit", quiet)
         return Window(target_time - gap, target_time, "recovery target time")
-    moment = last_transaction or newest_commit
-    if moment is not None:
-        return Window(moment - gap, moment, "last replayed commit")
+    latest = last_transaction or newest_commit
+    if latest is not None:
+        return Window(latest - gap, latest, "last replayed commit")
     # nothing committed after the backup: the point reached is the backup's end
     return Window(backup_started - gap, backup_finished, "end of the backup, no later commit")
 
@@ -120,10 +146,11 @@ def judge(
                 evidence,
             )
         if beat >= win.start:
+            quiet = f"; {win.quiet}" if win.quiet else ""
             return CheckResult(
                 NAME,
                 "passed",
-                f"newest beat {beat.isoformat()} is within {win.describe()}",
+                f"newest beat {beat.isoformat()} is within {win.describe()}{quiet}",
                 evidence,
             )
     if archive is None:

@@ -203,6 +203,8 @@ def _checks(
             manifest.started,
             manifest.finished,
             hb.every_seconds + request.settings.heartbeat_slack_seconds,
+            replayed_commit=reached.replayed_commit,
+            next_commit=reached.next_commit,
         )
         results.append(
             checks.guarded(

@@ -98,6 +98,8 @@ def heartbeat_proof(
         "window_end": win.end.isoformat(),
         "anchor": win.anchor,
     }
+    if win.quiet:
+        evidence["quiet_span"] = win.quiet
     archive = None
     in_window = (
         restored is not None

@@ -106,6 +106,15 @@ class Reached:
     last_transaction: dt.datetime | None
     stop_reason: str | None
     target_missed: bool
+    replayed_commit: dt.datetime | None = None  # the last commit (or abort) replay applied
+    stop_time: dt.datetime | None = None  # the time of the record replay stopped at
+
+    @property
+    def next_commit(self) -> dt.datetime | None:
+        """The commit after the target that replay stopped before, if it did."""
+        if self.stop_reason is not None and self.stop_reason.startswith("stopping before"):
+            return self.stop_time
+        return None
 
 
 def read_log(log: str) -> Reached:
@@ -118,7 +127,14 @@ def read_log(log: str) -> Reached:
         else (parse_time(stop[-1][2]) if stop and stop[-1][2] else None)
     )
     reason = f"stopping {stop[-1][0]} {stop[-1][1]}" if stop else None
-    return Reached(redo[-1] if redo else None, when, reason, _TARGET_MISSED in log)
+    return Reached(
+        redo[-1] if redo else None,
+        when,
+        reason,
+        _TARGET_MISSED in log,
+        replayed_commit=parse_time(last[-1]) if last else None,
+        stop_time=parse_time(stop[-1][2]) if stop and stop[-1][2] else None,
+    )
 
 
 def newest_commit(waldump_output: str) -> dt.datetime | None:

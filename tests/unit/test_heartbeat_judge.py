@@ -92,3 +92,44 @@ def test_parse_waldump_finds_heartbeat_commits_up_to_the_point_reached() -> None
     beats, _ = heartbeat.parse_waldump(WALDUMP, REL, 0x04000000)
     assert len(beats) == 2
     assert heartbeat.parse_waldump(WALDUMP, (1663, 5, 1), 0x04000000)[0] == []
+
+
+def test_a_target_in_a_span_without_commits_is_judged_at_the_last_replayed_commit() -> None:
+    """Issue 22, item 2: the source wrote nothing between its last commit and the target (it
+    was down, or being restored onto a new timeline): replay stopped before a commit after
+    the target, so the proof is judged where the WAL shows the data ends."""
+    started, finished = at(-900), at(-890)
+    last, after = at(-600), at(+120)
+    win = heartbeat.window(
+        T, last, None, started, finished, 15, replayed_commit=last, next_commit=after
+    )
+    assert (win.start, win.end) == (at(-615), last) and win.anchor == "last replayed commit"
+    assert win.quiet is not None and "no commit between" in win.quiet
+    result = heartbeat.judge(Restored(at(-601), 9, REL), win, None, {})
+    assert result.verdict == "passed", result.detail
+    assert last.isoformat() in result.detail and after.isoformat() in result.detail
+
+
+def test_a_quiet_span_after_the_backup_itself_is_judged_at_the_backup_end() -> None:
+    started, finished = at(-900), at(-890)
+    win = heartbeat.window(T, None, None, started, finished, 15, next_commit=at(60))
+    assert (win.start, win.end) == (at(-915), finished) and "backup" in win.anchor
+    assert heartbeat.judge(Restored(at(-895), 3, REL), win, None, {}).verdict == "passed"
+
+
+def test_commits_right_before_the_target_keep_the_window_at_the_target() -> None:
+    """The source was running and committed near the target: a stale beat there is still the
+    heartbeat process's absence (error) or lost data (failed), never excused."""
+    started, finished = at(-900), at(-890)
+    win = heartbeat.window(
+        T, at(-2), None, started, finished, 15, replayed_commit=at(-2), next_commit=at(30)
+    )
+    assert (win.end, win.anchor, win.quiet) == (T, "recovery target time", None)
+    stale = heartbeat.judge(Restored(at(-600), 9, REL), win, ArchiveBeats((), 2, True), {})
+    assert stale.verdict == "error"
+
+
+def test_without_a_stop_before_a_later_commit_the_window_stays_at_the_target() -> None:
+    started, finished = at(-900), at(-890)
+    win = heartbeat.window(T, at(-600), None, started, finished, 15, replayed_commit=at(-600))
+    assert win.end == T and win.quiet is None

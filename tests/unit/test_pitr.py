@@ -55,6 +55,11 @@ def test_reading_what_recovery_reached() -> None:
     assert reached.lsn == "0/5000148"
     assert reached.last_transaction == dt.datetime(2026, 11, 24, 10, 2, 59, 900000, tzinfo=dt.UTC)
     assert reached.stop_reason == "stopping before commit of transaction 745"
+    assert reached.replayed_commit == reached.last_transaction
+    assert reached.next_commit == dt.datetime(2026, 11, 24, 10, 3, 0, 500000, tzinfo=dt.UTC)
+    # no commit replayed: the log names only the one it stopped before
+    only_stop = pitr.read_log(log.splitlines(keepends=True)[0])
+    assert only_stop.replayed_commit is None and only_stop.next_commit is not None
     lsn_log = (
         'LOG:  recovery stopping after WAL location (LSN) "0/3015688"\n'
         "LOG:  redo done at 0/3015688 system\n"
