@@ -21,7 +21,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pgproof.backups.dbprops import DatabaseProperties, RoleInfo
-from pgproof.backups.errors import CatalogError, KeyUnavailable, StorageError
+from pgproof.backups.errors import (
+    CatalogError,
+    DecryptFailed,
+    IntegrityError,
+    KeyUnavailable,
+    StorageError,
+)
 from pgproof.backups.kinds import KINDS, Kind
 from pgproof.backups.layout import backup_prefix, backups_prefix, wal_prefix
 from pgproof.backups.storage.base import Repository
@@ -241,6 +247,10 @@ class CatalogEntry:
     keys: tuple[str, ...]
     stored_bytes: int
     newest_mtime: float
+    # the manifest is there and is not this backup's valid manifest (unparsable, truncated,
+    # another backup's, does not authenticate): damage, unlike a repository that did not
+    # answer or a manifest that vanished between the listing and the read
+    damaged: bool = False
 
     @property
     def complete(self) -> bool:
@@ -266,6 +276,7 @@ def scan(repo: Repository, target: str, read: bool = True) -> list[CatalogEntry]
         keys = tuple(k for k, _, _ in items)
         manifest: Manifest | None = None
         error: str | None = None
+        damaged = False
         if backup_prefix(target, backup_id) + MANIFEST_NAME in keys and read:
             try:
                 manifest = read_manifest(repo, target, backup_id)
@@ -273,6 +284,7 @@ def scan(repo: Repository, target: str, read: bool = True) -> list[CatalogEntry]
                 raise
             except (CatalogError, StorageError) as exc:
                 error = str(exc)
+                damaged = isinstance(exc, CatalogError | IntegrityError | DecryptFailed)
         entries.append(
             CatalogEntry(
                 backup_id,
@@ -281,6 +293,7 @@ def scan(repo: Repository, target: str, read: bool = True) -> list[CatalogEntry]
                 keys,
                 sum(s for _, s, _ in items),
                 max(m for _, _, m in items),
+                damaged,
             )
         )
     return entries

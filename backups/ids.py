@@ -13,6 +13,7 @@ import secrets
 from pgproof.backups.kinds import Kind
 
 _RESULT_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+_BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-(logical|physical)-[0-9a-f]{4}$")
 
 
 def new_backup_id(kind: Kind, now: dt.datetime | None = None) -> str:
@@ -35,3 +36,12 @@ def new_result_id(now: dt.datetime | None = None, after: str | None = None) -> s
 
 def is_result_id(text: str) -> bool:
     return _RESULT_ID.match(text) is not None
+
+
+def kind_of_backup_id(text: str) -> Kind | None:
+    """The kind a backup id of pgproof's own names (what is known of a backup whose
+    manifest cannot be read), None for any other name."""
+    found = _BACKUP_ID.match(text)
+    if found is None:
+        return None
+    return "logical" if found.group(1) == "logical" else "physical"

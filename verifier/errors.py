@@ -6,6 +6,7 @@ VerifierError
  |    +-- SandboxUserError     the sandbox's OS user is missing or owns a real cluster
  +-- RepositoryUnavailable a repository did not answer while the backup was read (error)
  +-- RestoreFailed        the backup itself is bad (checksum, WAL gap, wrong cluster)
+ |    +-- DamagedBackup       its manifest is there and cannot be read (found before a sandbox)
  +-- TargetError          the requested backup or PITR target is impossible (a usage error)
       +-- NoBackup            no complete backup of the kind (or with the id) in any repository
 """
@@ -35,6 +36,15 @@ class RepositoryUnavailable(VerifierError):
 
 class RestoreFailed(VerifierError):
     pass
+
+
+class DamagedBackup(RestoreFailed):
+    """The backup to test (named, or the newest of its kind) has a manifest that exists and
+    is not valid in any repository holding it: damage, with a record, never "no backup"."""
+
+    def __init__(self, message: str, kind: str, backup_id: str, repository: str):
+        super().__init__(message)
+        self.kind, self.backup_id, self.repository = kind, backup_id, repository
 
 
 class TargetError(VerifierError):

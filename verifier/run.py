@@ -20,6 +20,7 @@ from pgproof.backups.storage.base import Repository
 from pgproof.verifier import records, signing
 from pgproof.verifier.containersettings import ContainerSettings
 from pgproof.verifier.errors import (
+    DamagedBackup,
     EngineUnavailable,
     NoBackup,
     RepositoryUnavailable,
@@ -81,22 +82,47 @@ def reap(root: str | None, container: ContainerSettings | None) -> list[str]:
 def choose_backup(
     repos: Sequence[Repository], target: str, kind: str, backup_id: str | None
 ) -> tuple[Repository, catalog.Manifest]:
-    """The backup to test and the repository to read it from (local ones first)."""
+    """The backup to test and the repository to read it from (local ones first).
+
+    A manifest that exists and cannot be read (unparsable, another backup's, does not
+    authenticate) in every repository holding the backup is damage, never "no backup":
+    DamagedBackup when it is the named backup or newer than every intact one of its kind
+    (else "latest" would quietly test an older backup)."""
     ordered = sorted(repos, key=lambda r: r.kind != "filesystem")
     found: list[tuple[Repository, catalog.Manifest]] = []
+    damaged: list[tuple[Repository, catalog.CatalogEntry]] = []
     problems, keyless = [], []
     for repo in ordered:
         try:
-            manifests = catalog.complete_manifests(catalog.scan(repo, target))
+            entries = catalog.scan(repo, target)
         except KeyUnavailable as exc:
             keyless.append(str(exc))
             continue
         except BackupError as exc:
             problems.append(str(exc))
             continue
-        for m in manifests:
+        for m in catalog.complete_manifests(entries):
             if m.kind == kind and (backup_id is None or m.id == backup_id):
                 found.append((repo, m))
+        damaged += [
+            (repo, e)
+            for e in entries
+            if e.damaged
+            and ids.kind_of_backup_id(e.id) == kind
+            and (backup_id is None or e.id == backup_id)
+        ]
+    intact = {m.id for _, m in found}
+    newest_intact = max((m.id for _, m in found), default="")
+    unreadable = [(r, e) for r, e in damaged if e.id not in intact and e.id > newest_intact]
+    if unreadable:
+        repo, entry = max(unreadable, key=lambda d: d[1].id)
+        raise DamagedBackup(
+            f"backup {entry.id}: its manifest cannot be read: {entry.error}"
+            + ("" if backup_id else f" (the newest {kind} backup; older ones were not tested)"),
+            kind,
+            entry.id,
+            repo.name,
+        )
     if not found and keyless:  # backups may be there: this host cannot read them
         raise RepositoryUnavailable("; ".join(keyless + problems))
     if not found:
@@ -172,7 +198,12 @@ def _verify(
         each.require_keys(request.target.name)
     newest = records.newest(repos, request.target.name)  # the chain continues from it
     if origin is None:
-        repo, manifest = choose_backup(repos, request.target.name, request.kind, request.backup_id)
+        try:
+            repo, manifest = choose_backup(
+                repos, request.target.name, request.kind, request.backup_id
+            )
+        except DamagedBackup as exc:
+            return _store(repos, _damaged(request, started, version, exc, newest), signer)
         backup = BackupRef(repo.name, manifest.size, manifest.finished_at, manifest.compression)
     else:  # another tool's backup; the repositories hold only the records
         repo = repos[0]
@@ -267,6 +298,19 @@ def _store(
     return record
 
 
+def _damaged(
+    request: VerifyRequest,
+    started: dt.datetime,
+    version: str,
+    exc: DamagedBackup,
+    newest: tuple[str, str] | None,
+) -> ResultRecord:
+    """The record of a restore test whose backup's manifest is damaged: failed, naming it."""
+    return _not_restored(
+        request, started, version, newest, "failed", str(exc), exc.backup_id, exc.repository
+    )
+
+
 def _unlisted(
     request: VerifyRequest,
     where: str,
@@ -276,15 +320,30 @@ def _unlisted(
     newest: tuple[str, str] | None,
 ) -> ResultRecord:
     """The record of a restore test whose backups could not even be listed."""
+    cause = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+    backup_id = request.backup_id or "latest"
+    return _not_restored(request, started, version, newest, "error", cause, backup_id, where)
+
+
+def _not_restored(
+    request: VerifyRequest,
+    started: dt.datetime,
+    version: str,
+    newest: tuple[str, str] | None,
+    verdict: Verdict,
+    cause: str,
+    backup_id: str,
+    where: str,
+) -> ResultRecord:
     return ResultRecord(
         id=ids.new_result_id(started, after=newest[0] if newest else None),
         target=request.target.name,
-        backup_id=request.backup_id or "latest",
+        backup_id=backup_id,
         kind=request.kind,
         started_at=catalog.utc_iso(started),
         finished_at=catalog.utc_iso(dt.datetime.now(dt.UTC)),
-        verdict="error",
-        cause=str(exc) if str(exc).startswith(where) else f"{where}: {exc}",
+        verdict=verdict,
+        cause=cause,
         pgproof_version=version,
         backup=BackupRef(where),
         prev_sha256=newest[1] if newest else None,

@@ -12,6 +12,9 @@ proof that nothing in the repository changed but the record.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import heartbeat_running, load_json
-from tests.support.fixtures import Setup, destroy_setup, make_setup
+from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup
 from tests.support.pgcluster import available_majors
 
 pytestmark = pytest.mark.integration
@@ -39,11 +42,12 @@ def edges() -> Iterator[Setup]:
 
 
 def repository_files(setup: Setup) -> dict[str, bytes]:
-    """Every stored object but the records (what a restore test may add)."""
+    """Every backup file, manifest and WAL object (the records a restore test adds and the
+    job documents `check` rewrites left out)."""
     return {
         str(p.relative_to(setup.repo_dir)): p.read_bytes()
         for p in sorted(setup.repo_dir.rglob("*"))
-        if p.is_file() and "results" not in p.parts
+        if p.is_file() and "results" not in p.parts and "jobs" not in p.parts
     }
 
 
@@ -142,5 +146,131 @@ def test_a_target_while_the_source_was_down_is_judged_where_the_wal_ends(edges: 
     assert repository_files(edges) == before
 
 
-def _tree(path: Path) -> list[str]:
-    return sorted(str(p) for p in path.rglob("*"))
+def test_a_target_after_a_timeline_fork_is_judged_where_the_wal_ends(edges: Setup) -> None:
+    """The source is restored to a point in time by hand (README's runbook: `pgproof fetch`
+    and `wal-fetch`), which forks a new timeline; it is minutes (here seconds) before the
+    restored source commits again. A target between the fork and that first commit lies in
+    a span where timeline 1 still beat, but the new timeline holds nothing: proven at the
+    fork's last commit, never judged against the abandoned timeline's beats."""
+    c = edges.cluster
+    with heartbeat_running(edges):
+        time.sleep(1.5)
+        backup_id = edges.pgproof("backup", "physical", check=True).stdout.strip()
+        time.sleep(3)
+        fork_at = dt.datetime.now(dt.UTC)
+        time.sleep(4)  # timeline 1 goes on beating past the point the source is taken back to
+    edges.wait_archived(c.switch_wal())
+    c.stop()
+    fetched = Path(c.base) / "fetched"
+    edges.pgproof("fetch", "--backup", backup_id, "--out", str(fetched), check=True)
+    shutil.rmtree(c.datadir)
+    c.datadir.mkdir(mode=0o700)
+    owner = c.runner.postgres_identity()
+    for path in (fetched, *fetched.rglob("*"), c.datadir):
+        if owner is not None:
+            os.chown(path, owner.uid, owner.gid)
+    c.runner.run(
+        ["tar", "--zstd", "-xf", str(fetched / "base.tar.zst"), "-C", str(c.datadir)],
+        as_postgres=True,
+    )
+    (c.datadir / "recovery.signal").touch()
+    c.set(
+        restore_command=f"'{PGPROOF} --config {edges.config_path} wal-fetch %f %p'",
+        recovery_target_time=f"'{fork_at.isoformat()}'",
+        recovery_target_action="'promote'",
+    )
+    if owner is not None:
+        for path in (c.datadir / "recovery.signal", c.datadir / "postgresql.conf"):
+            os.chown(path, owner.uid, owner.gid)
+    c.start()
+    deadline = time.monotonic() + 60
+    while c.sql("select pg_is_in_recovery()")[0][0]:
+        assert time.monotonic() < deadline, c.log_tail()
+        time.sleep(0.2)
+    timeline = int(c.sql("select timeline_id from pg_control_checkpoint()")[0][0])
+    assert timeline == 2, c.log_tail()
+    time.sleep(8)  # the restored source is checked and opened to its users
+    quiet_until = dt.datetime.now(dt.UTC)
+    with heartbeat_running(edges):
+        time.sleep(3)
+    edges.wait_archived(c.switch_wal())
+    before = repository_files(edges)
+    target = quiet_until - dt.timedelta(seconds=4)  # after the fork, before timeline 2 beats
+    code, record = verify(
+        edges, "--kind", "physical", "--pitr", target.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    )
+    beat = check_of(record, "heartbeat")
+    print("target after the fork:", record["verdict"], beat)
+    assert code == 0 and record["verdict"] == "passed", record["cause"]
+    assert beat["verdict"] == "passed" and "quiet_span" in beat["evidence"]
+    assert dt.datetime.fromisoformat(beat["evidence"]["window_end"]) <= fork_at
+    assert repository_files(edges) == before
+
+
+# -- 5. a manifest that exists and cannot be read is damage ----------------------------
+
+
+@pytest.fixture
+def encrypted() -> Iterator[Setup]:
+    """A source whose filesystem repository encrypts every object (a master key file)."""
+    if 15 not in available_majors():
+        pytest.skip("PostgreSQL 15 not installed")
+    setup = make_setup(15, None, archive=False)
+    try:
+        key = setup.config_path.parent / "master.key"
+        subprocess.run(
+            [PGPROOF, "keys", "generate", "--type", "master", "--out", str(key)], check=True
+        )
+        setup.edit_config(
+            lambda doc: doc["repositories"][0].update(encryption={"key_file": str(key)})
+        )
+        yield setup
+    finally:
+        destroy_setup(setup)
+
+
+def test_a_swapped_manifest_fails_the_test_of_that_backup_and_of_latest(
+    encrypted: Setup,
+) -> None:
+    """A bucket writer puts an older backup's manifest object under the newest backup's
+    name: it does not authenticate there, so the newest backup is damaged. Neither
+    `--backup <it>` nor `latest` may answer "no backup" or quietly test the older one."""
+    s = encrypted
+    s.cluster.sql("create table orders (id int primary key)")
+    s.cluster.sql("insert into orders select generate_series(1, 100)")
+    older = s.pgproof("backup", "logical", check=True).stdout.strip()
+    time.sleep(1.1)  # backup ids are made per second
+    newest = s.pgproof("backup", "logical", check=True).stdout.strip()
+    backups = s.repo_dir / "main" / "backups"
+    shutil.copyfile(backups / older / "manifest.json", backups / newest / "manifest.json")
+    before = repository_files(s)
+
+    for args in (("--backup", newest), ()):
+        code, record = verify(s, "--kind", "logical", *args)
+        print("swapped manifest", args, record["verdict"], record["cause"])
+        assert code == 1 and record["verdict"] == "failed", record
+        assert record["backup_id"] == newest
+        assert f"main/backups/{newest}/manifest.json" in record["cause"]
+        assert "decrypt-failed" in record["cause"]
+    stored = sorted((s.repo_dir / "main" / "results").glob("*.json"))
+    assert len(stored) == 2  # each restore test left its record
+    checked = s.pgproof("check", "--json")
+    assert checked.returncode == 1 and f"{newest}/manifest.json" in checked.stdout
+    # the older backup is still tested by name, and passes
+    code, record = verify(s, "--kind", "logical", "--backup", older)
+    assert code == 0 and record["verdict"] == "passed", record["cause"]
+    assert repository_files(s) == before
+
+
+def test_a_truncated_manifest_fails_naming_it(edges: Setup) -> None:
+    backup_id = edges.pgproof("backup", "logical", check=True).stdout.strip()
+    manifest = edges.repo_dir / "main" / "backups" / backup_id / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])
+    before = repository_files(edges)
+    code, record = verify(edges, "--kind", "logical")
+    print("truncated manifest:", record["verdict"], record["cause"])
+    assert code == 1 and record["verdict"] == "failed" and record["backup_id"] == backup_id
+    assert f"{backup_id}/manifest.json" in record["cause"]
+    assert repository_files(edges) == before
+    manifest.unlink()  # what retention's deletion leaves: the next tests see older backups
+    shutil.rmtree(manifest.parent)

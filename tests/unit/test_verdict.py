@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgproof.backups import ids
 from pgproof.backups.errors import StorageError
 from pgproof.backups.runner import CommandResult, Runner
 from pgproof.backups.settings import FilesystemRepoSettings, SourceSettings, TargetSettings
@@ -272,8 +273,6 @@ def test_a_check_keeps_its_evidence_frozen() -> None:
 def test_result_ids_keep_chain_order_within_a_second() -> None:
     import datetime as dt
 
-    from pgproof.backups import ids
-
     now = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
     made = [ids.new_result_id(now)]
     for _ in range(20):
@@ -308,3 +307,52 @@ def test_a_signing_key_signs_every_record_and_a_bad_one_stops_before_the_test(
     with pytest.raises(signing.SigningKeyError, match="readable by others"):
         bench.verify(found("passed"))
     assert len(bench.sandboxes) == 1  # no restore test ran without its signature
+
+
+def _damage_manifest(repo: Repository, backup_id: str) -> None:
+    key = f"main/backups/{backup_id}/manifest.json"
+    repo.put_bytes(key, b'{"format": 1, "id": "trunc')
+
+
+def test_a_damaged_newest_manifest_fails_latest_with_a_record(bench: Bench) -> None:
+    """Issue 22, item 5: the newest backup's manifest exists and cannot be read in every
+    repository: "latest" is failed naming it, never a quiet test of the older backup."""
+    newer = synthetic.manifest("main", 2, "logical")
+    for repo in bench.repos:
+        synthetic.Writer(repo).manifest(newer)
+        _damage_manifest(repo, newer.id)
+    record = bench.verify(found("passed"))
+    assert record.verdict == "failed" and record.backup_id == newer.id
+    assert f"main/backups/{newer.id}/manifest.json" in record.cause
+    assert "the newest logical backup" in record.cause
+    assert not bench.sandboxes  # nothing was restored
+    assert records.newest(bench.repos, "main") is not None  # the record is stored
+
+
+def test_an_intact_copy_elsewhere_or_an_older_damage_is_tested_as_usual(bench: Bench) -> None:
+    newer = synthetic.manifest("main", 2, "logical")
+    for repo in bench.repos:
+        synthetic.Writer(repo).manifest(newer)
+    _damage_manifest(bench.repos[0], newer.id)  # the second repository's copy is intact
+    record = bench.verify(found("passed"))
+    assert record.verdict == "passed" and record.backup_id == newer.id
+    assert record.backup is not None and record.backup.repository == "second"
+    _damage_manifest(bench.repos[1], bench.backup.id)  # an older backup's damage: check's
+    _damage_manifest(bench.repos[0], bench.backup.id)
+    assert bench.verify(found("passed")).verdict == "passed"
+
+
+def test_a_damaged_manifest_of_the_other_kind_is_not_this_kinds_latest(bench: Bench) -> None:
+    physical = synthetic.manifest("main", 3, "physical")
+    for repo in bench.repos:
+        synthetic.Writer(repo).manifest(physical)
+        _damage_manifest(repo, physical.id)
+    record = bench.verify(found("passed"))
+    assert record.verdict == "passed" and record.backup_id == bench.backup.id
+
+
+def test_backup_ids_name_their_kind() -> None:
+    assert ids.kind_of_backup_id("20261124T011502Z-logical-3fa9") == "logical"
+    assert ids.kind_of_backup_id("20261124T011502Z-physical-0001") == "physical"
+    assert ids.kind_of_backup_id("20261124T011502Z-9c01ab") is None
+    assert ids.kind_of_backup_id("20261124T011502F") is None
