@@ -87,6 +87,7 @@ class DatabaseDump:
     tables: tuple[TableCount, ...] = ()
     # at the dump's snapshot (None in manifests of pgproof before 0.2)
     properties: DatabaseProperties | None = None
+    size_bytes: int | None = None  # pg_database_size at the dump's snapshot
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,9 @@ class Manifest:
     roles: tuple[RoleInfo, ...] | None = None
     # the cluster's bootstrap superuser (role oid 10): the sandbox's superuser has its name
     superuser: str | None = None
+    # what a restore writes, as the source measured it at the backup: the data directory's
+    # files (physical, backup_manifest's sizes) or the databases (logical); None: unknown
+    data_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
 

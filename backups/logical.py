@@ -127,6 +127,7 @@ class LogicalBackup(BackupJob):
                 databases=tuple(dumps),
                 roles=roles,
                 superuser=info.superuser,
+                data_bytes=sum(d.size_bytes or 0 for d in dumps),
             )
             return commit(self.repos, repos, manifest)
         except BaseException:
@@ -222,7 +223,12 @@ class LogicalBackup(BackupJob):
             conn.close()
         files = [dataclasses.replace(f, database=name) for f in files]
         entry = catalog.DatabaseDump(
-            name, files[0].name.split("/")[0], fmt, tuple(counts), properties
+            name,
+            files[0].name.split("/")[0],
+            fmt,
+            tuple(counts),
+            properties,
+            int(size_row[0]) if size_row else None,
         )
         return entry, files
 

@@ -57,6 +57,14 @@ class BackupPoints:
     start_time: str
 
 
+def data_size(backup_manifest: bytes) -> int | None:
+    """The bytes of every file backup_manifest lists (what a restore writes before WAL)."""
+    try:
+        return sum(int(f["Size"]) for f in json.loads(backup_manifest)["Files"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def parse_points(backup_label: bytes, backup_manifest: bytes) -> BackupPoints:
     """Start from backup_label; stop and timelines from the manifest's WAL-Ranges."""
     label = backup_label.decode("utf-8", "replace")
@@ -252,6 +260,7 @@ class PhysicalBackup(BackupJob):
                 ),
                 tools={"pg_basebackup": bins.version},
                 superuser=info.superuser,
+                data_bytes=data_size(bb_manifest),
                 pgproof_version=self.version,
                 repositories=tuple(r.name for r in repos.active),
                 wal_segment_size=seg,

@@ -4,6 +4,7 @@ VerifierError
  +-- SandboxError         a throwaway PostgreSQL could not be made, started or reached
  |    +-- EngineUnavailable    no container engine answers (container sandbox)
  |    +-- SandboxUserError     the sandbox's OS user is missing or owns a real cluster
+ |    +-- SandboxExhausted     the sandbox ran out of disk, memory or file descriptors
  +-- RepositoryUnavailable a repository did not answer while the backup was read (error)
  +-- RestoreFailed        the backup itself is bad (checksum, WAL gap, wrong cluster)
  |    +-- DamagedBackup       its manifest is there and cannot be read (found before a sandbox)
@@ -28,6 +29,15 @@ class EngineUnavailable(SandboxError):
 
 class SandboxUserError(SandboxError):
     pass
+
+
+class SandboxExhausted(SandboxError):
+    """What the sandbox ran out of (``exhausted``: a verifier.exhaustion.Exhaustion); the
+    restore test describes it with the space measured before the sandbox is removed."""
+
+    def __init__(self, message: str, exhausted: object):
+        super().__init__(message)
+        self.exhausted = exhausted
 
 
 class RepositoryUnavailable(VerifierError):

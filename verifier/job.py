@@ -17,7 +17,7 @@ from pgproof.backups.progress import Progress
 from pgproof.backups.runner import Runner
 from pgproof.backups.settings import TargetSettings
 from pgproof.backups.storage.base import Repository
-from pgproof.verifier import checks
+from pgproof.verifier import checks, exhaustion
 from pgproof.verifier.containersettings import ContainerSettings
 from pgproof.verifier.records import CheckResult, Pitr
 from pgproof.verifier.sandbox import Sandbox
@@ -83,6 +83,7 @@ class Findings:
     pitr: Pitr | None = None
     rpo_seconds: float | None = None
     bytes_restored: int = 0
+    space: exhaustion.Space | None = None  # measured when the test stopped short or failed
 
 
 class PhysicalOrigin(Protocol):

@@ -24,8 +24,8 @@ from pgproof.backups.errors import CommandError
 from pgproof.backups.progress import Progress
 from pgproof.backups.runner import Runner
 from pgproof.backups.storage.base import Repository
-from pgproof.verifier import checks
-from pgproof.verifier.errors import SandboxError
+from pgproof.verifier import checks, exhaustion
+from pgproof.verifier.errors import SandboxError, SandboxExhausted
 from pgproof.verifier.fetch import download
 from pgproof.verifier.job import RestoreJob, amcheck_check, custom_checks
 from pgproof.verifier.sandbox import Sandbox
@@ -327,6 +327,11 @@ def run_logical(job: RestoreJob) -> None:
             request.settings.timeout_seconds,
         )
     found.rpo_seconds = round((job.started - manifest.started).total_seconds(), 3)
+    exhausted = next((e for e in map(exhaustion.find, restored.errors) if e), None)
+    if exhausted is not None:  # what follows from a full disk is no evidence of damage
+        raise SandboxExhausted(
+            f"{len(restored.errors)} restore errors, first: {restored.errors[0][:300]}", exhausted
+        )
     with job.timer.measure("checks"):
         found.checks.append(checks.restore_errors(restored.errors, restored.ignored))
         if restored.missing:

@@ -4,6 +4,7 @@ repository of the target."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ from pgproof.backups.kinds import Kind
 from pgproof.backups.progress import NullProgress, Progress
 from pgproof.backups.runner import Runner
 from pgproof.backups.storage.base import Repository
-from pgproof.verifier import records, signing
+from pgproof.verifier import exhaustion, records, signing
 from pgproof.verifier.containersettings import ContainerSettings
 from pgproof.verifier.errors import (
     DamagedBackup,
@@ -26,6 +27,7 @@ from pgproof.verifier.errors import (
     RepositoryUnavailable,
     RestoreFailed,
     SandboxError,
+    SandboxExhausted,
     VerifierError,
 )
 from pgproof.verifier.isolation import sandbox_runner
@@ -142,21 +144,59 @@ def origin_for(request: VerifyRequest, runner: Runner) -> Origin | None:
     return foreign.origin_for(request.target.foreign, runner)
 
 
-def judge(restore: Callable[[], None], findings: Findings) -> tuple[Verdict, str]:
+def judge(
+    restore: Callable[[], None],
+    findings: Findings,
+    limits: VerifierSettings | None = None,
+    data_bytes: int | None = None,
+) -> tuple[Verdict, str]:
     """Run the restore test; its verdict and cause. What stopped it decides (damage found:
-    failed; anything that kept it from judging: error); else its checks do."""
+    failed; anything that kept it from judging: error); else its checks do. A sandbox that
+    ran out of disk, memory or file descriptors is an error naming what and where, however
+    the lack showed (an exception, a server log, a check that could not finish)."""
+    exhausted: exhaustion.Exhaustion | None = None
+    verdict: Verdict
     try:
         restore()
+    except SandboxExhausted as exc:
+        assert isinstance(exc.exhausted, exhaustion.Exhaustion)
+        exhausted, verdict, cause = exc.exhausted, "error", str(exc)
     except RestoreFailed as exc:
-        return "failed", str(exc) or type(exc).__name__
+        verdict, cause = "failed", str(exc) or type(exc).__name__
     except (SandboxError, VerifierError, BackupError) as exc:
-        return "error", str(exc) or type(exc).__name__
+        verdict, cause = "error", str(exc) or type(exc).__name__
     except psycopg.Error as exc:
-        return "error", f"sandbox query failed: {str(exc).strip()[:500]}"
+        verdict, cause = "error", f"sandbox query failed: {str(exc).strip()[:500]}"
     except OSError as exc:  # the sandbox's disk filling up, permissions...
-        return "error", f"sandbox: {exc.strerror or exc}: {exc.filename or ''}"
-    verdict = records.decide(findings.checks)
-    return verdict, "" if verdict == "passed" else records.cause_of(findings.checks)
+        exhausted = exhaustion.from_os_error(exc)
+        verdict, cause = "error", f"sandbox: {exc.strerror or exc}: {exc.filename or ''}"
+    else:
+        verdict = records.decide(findings.checks)
+        cause = "" if verdict == "passed" else records.cause_of(findings.checks)
+        lacking = {
+            i: e
+            for i, c in enumerate(findings.checks)
+            if c.verdict != "passed" and (e := exhaustion.find(c.detail)) is not None
+        }
+        if lacking:  # a check that could not finish for lack of room: not damage
+            exhausted = next(iter(lacking.values()))
+            findings.checks = [
+                dataclasses.replace(c, verdict="error") if i in lacking else c
+                for i, c in enumerate(findings.checks)
+            ]
+    if verdict != "passed":
+        exhausted = exhausted or exhaustion.find(cause)
+    if exhausted is None:
+        return verdict, cause
+    settings = limits or VerifierSettings()
+    described = exhaustion.describe(
+        exhausted,
+        findings.space,
+        data_bytes,
+        settings.memory_mb,
+        settings.address_space_mb,
+    )
+    return "error", f"{described} ({cause[:500]})"
 
 
 def verify(
@@ -259,9 +299,15 @@ def _verify(
                 started,
                 origin,
             )
-            restore_tests[manifest.kind](job)
+            try:
+                restore_tests[manifest.kind](job)
+            except BaseException:
+                findings.space = sandbox.space()  # before the sandbox is removed
+                raise
+            if any(c.verdict != "passed" for c in findings.checks):
+                findings.space = sandbox.space()
 
-    verdict, cause = judge(restore, findings)
+    verdict, cause = judge(restore, findings, request.settings, manifest.data_bytes)
     timer.phases["total"] = round(time.monotonic() - total_started, 3)
     record = ResultRecord(
         id=ids.new_result_id(started, after=newest[0] if newest else None),

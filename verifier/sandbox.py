@@ -31,7 +31,7 @@ from pgproof.backups import process
 from pgproof.backups.errors import CommandError
 from pgproof.backups.runner import CommandResult, Runner
 from pgproof.backups.source import text_safe
-from pgproof.verifier import sandboxconf
+from pgproof.verifier import exhaustion, sandboxconf
 from pgproof.verifier.errors import SandboxError
 
 OWNER_FILE = "owner.json"
@@ -91,6 +91,11 @@ class Sandbox(ABC):
     def server_log(self) -> str:
         """The server's log so far (empty when the backend keeps none)."""
         return ""
+
+    def space(self) -> exhaustion.Space | None:
+        """The sandbox's directory, what its files take and its filesystem's size and free
+        space (None when it has no local directory)."""
+        return None
 
     @abstractmethod
     def stop(self, mode: str = "fast") -> None: ...
@@ -197,6 +202,20 @@ class LocalDirSandbox(Sandbox):
 
     def server_log(self) -> str:
         return self.log_tail(10_000_000)
+
+    def space(self) -> exhaustion.Space | None:
+        used = 0
+        for dirpath, _dirs, files in os.walk(self.base):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    used += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+        try:
+            fs = os.statvfs(self.base)
+        except OSError:
+            return None
+        return exhaustion.Space(
+            str(self.base), used, fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
+        )
 
     def _chown(self, path: Path) -> None:
         ident = self.runner.postgres_identity()

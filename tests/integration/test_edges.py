@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import heartbeat_running, load_json
-from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup
+from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup, small_tmpfs
 from tests.support.pgcluster import available_majors
 
 pytestmark = pytest.mark.integration
@@ -205,6 +205,42 @@ def test_a_target_after_a_timeline_fork_is_judged_where_the_wal_ends(edges: Setu
     assert beat["verdict"] == "passed" and "quiet_span" in beat["evidence"]
     assert dt.datetime.fromisoformat(beat["evidence"]["window_end"]) <= fork_at
     assert repository_files(edges) == before
+
+
+# -- 4. a sandbox that runs out of disk -------------------------------------------------
+
+
+def test_a_logical_restore_out_of_disk_is_an_error_naming_where_and_how_much(
+    edges: Setup,
+) -> None:
+    """The dump is small (its rows compress well) but the restored table is not: the
+    sandbox's filesystem fills while pg_restore loads it. PostgreSQL's "could not extend
+    file" (and the row counts that follow from it) is no evidence of damage."""
+    c = edges.cluster
+    c.sql("create database big")
+    c.sql("create table wide (id int, filler text)", dbname="big")
+    c.sql(
+        "insert into wide select g, repeat('a', 200) from generate_series(1, 400000) g",
+        dbname="big",
+    )
+    edges.pgproof("backup", "logical", check=True)
+    before = repository_files(edges)
+    with small_tmpfs("80m") as disk:
+        edges.edit_config(lambda d: d.setdefault("verifier", {}).update(workdir=str(disk)))
+        try:
+            code, record = verify(edges, "--kind", "logical")
+        finally:
+            edges.edit_config(lambda d: d["verifier"].pop("workdir"))
+        print("out of disk:", record["verdict"], record["cause"])
+        assert code == 1 and record["verdict"] == "error", record
+        cause = record["cause"]
+        assert "ran out of disk space" in cause and str(disk) in cause
+        assert "MiB free" in cause and "restores to about" in cause
+        assert "verifier.workdir" in cause
+        assert not any(ch["verdict"] == "failed" for ch in record["checks"]), record["checks"]
+        assert list(disk.glob("pgproof-sandbox-*")) == []  # removed, even so
+    assert repository_files(edges) == before
+    c.sql("drop database big")
 
 
 # -- 5. a manifest that exists and cannot be read is damage ----------------------------

@@ -144,6 +144,9 @@ def test_sandbox_disk_filling_up_is_an_error_and_cleaned(setup15: Setup, tiny_di
     record = doc["results"][0]
     assert code == 1 and record["verdict"] == "error", err
     assert "No space left on device" in record["cause"]
+    # where, and how much: the sandbox's directory, its filesystem and the backup's size
+    assert "ran out of disk space" in record["cause"] and str(tiny_disk) in record["cause"]
+    assert "restores to about" in record["cause"], record["cause"]
     assert list(tiny_disk.glob("pgproof-sandbox-*")) == []
 
 

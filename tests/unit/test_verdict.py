@@ -356,3 +356,19 @@ def test_backup_ids_name_their_kind() -> None:
     assert ids.kind_of_backup_id("20261124T011502Z-physical-0001") == "physical"
     assert ids.kind_of_backup_id("20261124T011502Z-9c01ab") is None
     assert ids.kind_of_backup_id("20261124T011502F") is None
+
+
+def test_a_check_that_ran_out_of_room_is_an_error_not_damage(bench: Bench) -> None:
+    """Issue 22, item 4: a check stopped by the sandbox's lack (pg_dump out of memory in the
+    full read) is no evidence of damage: the record is an error naming the lack."""
+
+    def body(job: RestoreJob) -> None:
+        job.findings.checks.append(CheckResult("row_counts", "passed", "3 tables match"))
+        job.findings.checks.append(
+            CheckResult("readable", "failed", "unreadable data in app: pg_dump: out of memory")
+        )
+
+    record = bench.verify(body)
+    assert record.verdict == "error", record.cause
+    assert "ran out of memory" in record.cause and "verifier.memory_mb" in record.cause
+    assert [c.verdict for c in record.checks] == ["passed", "error"]
