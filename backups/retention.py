@@ -2,8 +2,12 @@
 
 Kept, per kind: the newest ``full_backups`` backups, minus those older than ``max_age_days``,
 but never fewer than ``min_backups``, and always the newest backup that last passed a
-restore test. WAL older than the start of the oldest kept physical backup may go; timeline
-history files always stay; with no physical backup kept, no WAL is removed.
+restore test and every backup a restore test holds a lease on (backups.leases). WAL older
+than the start of the oldest kept physical backup may go; timeline history files always
+stay; with no physical backup kept, no WAL is removed. The files of a backup without a
+manifest (an interrupted backup's leftovers) go, unless another repository of the target
+holds that backup complete: then a manifest was lost here (deleted by a bucket writer?)
+and the files are reported, not deleted.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import datetime as dt
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
-from pgproof.backups import catalog, walarchive, walnames
+from pgproof.backups import catalog, leases, walarchive, walnames
+from pgproof.backups.errors import BackupError
 from pgproof.backups.settings import RetentionSettings
 from pgproof.backups.storage.base import ObjectInfo, Repository
 
@@ -29,6 +34,10 @@ class RetentionPlan:
     reasons: dict[str, str] = field(default_factory=dict)
     # what the policy lets go but Object Lock keeps for now: {backup id or WAL range: why}
     locked: dict[str, str] = field(default_factory=dict)
+    # kept whatever the policy says while a restore test holds a lease: {backup id: by whom}
+    leased: dict[str, str] = field(default_factory=dict)
+    # files without a manifest here whose backup is complete elsewhere: {backup id: where}
+    complete_elsewhere: dict[str, str] = field(default_factory=dict)
 
 
 def choose_backups(
@@ -77,20 +86,71 @@ def wal_horizon(kept: Iterable[catalog.Manifest]) -> tuple[int, int] | None:
     return walnames.parse_segment_name(oldest.start_wal or "", oldest.wal_segment_size)[0], segno
 
 
+@dataclass(frozen=True)
+class Across:
+    """What retention of one repository must know of the target's others."""
+
+    leased: dict[str, str]  # {backup id: "holder until ..."} of every unexpired lease
+    complete_in: dict[str, str]  # {backup id: a repository that holds it complete}
+    unreadable: dict[str, str]  # {repository: why} of those that could not be read
+
+    def where(self, backup_id: str) -> str | None:
+        """Why a backup's files without a manifest must stay, or None when they may go."""
+        if backup_id in self.complete_in:
+            return f"complete in repository {self.complete_in[backup_id]}"
+        if self.unreadable:
+            names = ", ".join(sorted(self.unreadable))
+            return f"perhaps complete in repository {names}, which could not be read"
+        return None
+
+
+def across(
+    repos: Iterable[Repository],
+    target: str,
+    now: dt.datetime | None = None,
+    longest_lease: float | None = None,
+) -> Across:
+    """The leases of every repository of ``target`` (none running more than
+    ``longest_lease`` seconds ahead) and where each backup is complete."""
+    now = now or dt.datetime.now(dt.UTC)
+    leased: dict[str, str] = {}
+    complete_in: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
+    for repo in repos:
+        try:
+            for lease in leases.active(repo, target, now, longest_lease):
+                leased[lease.backup_id] = (
+                    f"under restore test by {lease.holder} (lease until {lease.expires_at})"
+                )
+            for m in catalog.complete_manifests(catalog.scan(repo, target)):
+                complete_in.setdefault(m.id, repo.name)
+        except BackupError as exc:
+            unreadable[repo.name] = str(exc)
+    return Across(leased, complete_in, unreadable)
+
+
 def plan(
     repo: Repository,
     target: str,
     settings: RetentionSettings,
     protected: Set[str] = frozenset(),
     now: dt.datetime | None = None,
+    others: Across | None = None,
 ) -> RetentionPlan:
     """What to delete in ``repo``; ``protected``: backup ids kept whatever the policy says
-    (the caller's: pgproof keeps the newest backup of each kind that passed a restore test)."""
+    (the caller's: pgproof keeps the newest backup of each kind that passed a restore test);
+    ``others``: the leases of the target's repositories (their backups are kept too) and
+    where backups are complete (their leftovers here are reported, not deleted)."""
+    leased = others.leased if others is not None else {}
     now = now or dt.datetime.now(dt.UTC)
     entries = catalog.scan(repo, target)
     manifests = catalog.complete_manifests(entries)
-    kept, reasons = choose_backups(manifests, settings, protected, now)
-    incomplete = tuple(e.id for e in entries if not e.complete and e.error is None)
+    kept, reasons = choose_backups(manifests, settings, protected | set(leased), now)
+    _, unleased = choose_backups(manifests, settings, protected, now)
+    held = {i: leased[i] for i in unleased if i in leased}  # kept by the lease alone
+    leftovers = [e.id for e in entries if not e.complete and e.error is None]
+    elsewhere = {i: w for i in leftovers if others is not None and (w := others.where(i))}
+    incomplete = tuple(i for i in leftovers if i not in elsewhere)
     horizon = wal_horizon(kept)
     delete_wal: list[str] = []
     horizon_name = None
@@ -115,6 +175,8 @@ def plan(
         tuple(sorted(delete_wal)),
         horizon_name,
         reasons,
+        leased=held,
+        complete_elsewhere=elsewhere,
     )
 
 

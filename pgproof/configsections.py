@@ -237,6 +237,7 @@ def verifier(v: Fields) -> VerifierSettings:
             "heartbeat_slack_seconds", d.heartbeat_slack_seconds, 0.0
         ),
         timeout_seconds=v.req_duration("timeout", d.timeout_seconds),
+        lease_seconds=v.req_duration("lease", d.lease_seconds),
         sandbox_user=v.text_or("sandbox_user", d.sandbox_user),
         share_sandbox_user=v.flag("share_sandbox_user", d.share_sandbox_user),
         memory_mb=v.req_integer("memory_mb", d.memory_mb, 64, 1 << 20),
@@ -251,6 +252,11 @@ def verifier(v: Fields) -> VerifierSettings:
     if not _OS_USER.fullmatch(config.sandbox_user) or config.sandbox_user == "root":
         v.fail("sandbox_user", f"must be an unprivileged OS user name, not {config.sandbox_user!r}")
     absolute(v, "workdir", config.workdir)
+    if config.lease_seconds < 30:
+        v.fail(
+            "lease",
+            f"must be at least 30s (it is renewed every third), not {config.lease_seconds:g}s",
+        )
     v.done()
     return config
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pgproof.backups import catalog, ids, pgbin
+from pgproof.backups import catalog, ids, leases, pgbin
 from pgproof.backups.errors import BackupError, KeyUnavailable
 from pgproof.backups.kinds import Kind
 from pgproof.backups.progress import NullProgress, Progress
@@ -307,7 +307,15 @@ def _verify(
             if any(c.verdict != "passed" for c in findings.checks):
                 findings.space = sandbox.space()
 
-    verdict, cause = judge(restore, findings, request.settings, manifest.data_bytes)
+    if origin is None:  # retention on another host keeps what is under test (backups.leases)
+        with leases.held(
+            repos, request.target.name, manifest.id, manifest.kind, request.settings.lease_seconds
+        ):
+            verdict, cause = judge(restore, findings, request.settings, manifest.data_bytes)
+        if verdict != "passed":
+            verdict, cause = _removed(repo, request.target.name, manifest.id, verdict, cause)
+    else:
+        verdict, cause = judge(restore, findings, request.settings, manifest.data_bytes)
     timer.phases["total"] = round(time.monotonic() - total_started, 3)
     record = ResultRecord(
         id=ids.new_result_id(started, after=newest[0] if newest else None),
@@ -331,6 +339,25 @@ def _verify(
         prev_sha256=newest[1] if newest else None,
     )
     return _store(repos, record, signer)
+
+
+def _removed(
+    repo: Repository, target: str, backup_id: str, verdict: Verdict, cause: str
+) -> tuple[Verdict, str]:
+    """A restore test that met missing objects because its backup was deleted meanwhile
+    (retention where the lease could not be written or had run out) found no damage:
+    error, naming the removal. A backup whose manifest is still there keeps its verdict."""
+    key = catalog.backup_prefix(target, backup_id) + catalog.MANIFEST_NAME
+    try:
+        if repo.head(key) is not None:
+            return verdict, cause
+    except BackupError:
+        return verdict, cause  # the repository cannot say: the verdict stands as found
+    return "error", (
+        f"backup {backup_id} was removed from repository {repo.name} while it was being "
+        f"tested (its manifest {key} is gone: retention on another host?); the restore "
+        f"test stopped on: {cause}"
+    )
 
 
 def _store(

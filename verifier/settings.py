@@ -20,6 +20,9 @@ class VerifierSettings:
     heapallindexed: bool = False
     heartbeat_slack_seconds: float = 5.0
     timeout_seconds: float = 6 * 3600
+    # a restore test's lease in the repository (backups.leases): retention elsewhere keeps
+    # the backup under test until it ends or the lease, renewed every third of it, runs out
+    lease_seconds: float = 300.0
     # the OS user process sandboxes run as (when pgproof is root); see verifier.isolation
     sandbox_user: str = DEFAULT_SANDBOX_USER
     share_sandbox_user: bool = False  # accept a sandbox user that owns a local cluster

@@ -82,6 +82,10 @@ def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
                 opened(target.settings.repositories) as repos,
                 target_lock(target.settings.lock_dir, target.name, "retention"),
             ):
+                # restore tests in progress anywhere, and where each backup is complete
+                others = retention.across(
+                    repos, target.name, longest_lease=cfg.verifier.lease_seconds
+                )
                 for repo in repos:
                     try:
                         repo.require_keys(target.name)  # never plan blind to what it holds
@@ -92,6 +96,7 @@ def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
                             target.name,
                             target.settings.retention,
                             records.last_passed_backups(tested),
+                            others=others,
                         )
                         repo.require_locks()
                         plan = retention.hold_locked(repo, target.name, plan)
@@ -119,4 +124,11 @@ def cmd_retention(cfg: Config, targets: tuple[Target, ...], args: argparse.Names
             print(f"  {verb} {len(row['delete_wal'])} WAL files before {row['wal_horizon']}")
         for what, why in row["locked"].items():
             print(f"  kept for now: {what}: {why}")
+        for backup_id, why in row["leased"].items():
+            print(f"  kept for now: backup {backup_id}: {why}")
+        for backup_id, why in row["complete_elsewhere"].items():
+            print(
+                f"  kept: files of backup {backup_id} without a manifest here, {why}: "
+                "its manifest was lost here (see README: a manifest missing in one repository)"
+            )
     return status

@@ -5,6 +5,7 @@ proof that nothing in the repository changed but the record.
 - databases with nothing for amcheck to check (empty, only views, partitioned parents,
   materialized views WITH NO DATA, foreign tables): not applicable, never an error;
 - a PITR target in a span where the source was down: judged at the point the WAL shows;
+- a backup removed while it is tested: kept by the test's lease, else an error naming it;
 - a restore test whose sandbox runs out of disk: an error naming where and how much;
 - a manifest that exists and cannot be read: failed, naming the object, with a record.
 """
@@ -22,6 +23,13 @@ from typing import Any
 
 import pytest
 
+from pgproof import config as pgconfig
+from pgproof.backups import retention
+from pgproof.backups.runner import Runner
+from pgproof.backups.storage.factory import open_all
+from pgproof.verifier import job, run
+from pgproof.verifier.logical import run_logical
+from pgproof.verifier.physical import run_physical
 from tests.integration.helpers import heartbeat_running, load_json
 from tests.support.fixtures import PGPROOF, Setup, destroy_setup, make_setup, small_tmpfs
 from tests.support.pgcluster import available_majors
@@ -296,6 +304,75 @@ def test_a_swapped_manifest_fails_the_test_of_that_backup_and_of_latest(
     code, record = verify(s, "--kind", "logical", "--backup", older)
     assert code == 0 and record["verdict"] == "passed", record["cause"]
     assert repository_files(s) == before
+
+
+# -- 3. a backup removed while it is being tested -----------------------------------------
+
+
+def test_a_backup_removed_mid_test_is_an_error_and_a_leased_one_is_kept(edges: Setup) -> None:
+    """The restore test of an older physical backup holds a lease in the repository while
+    it runs: retention (the CLI's, in another process, as on the backup host) keeps that
+    backup and its WAL. A retention that cannot see the lease (an older pgproof, a host
+    whose lease was refused) deletes it mid-test: the verdict is an error naming the
+    removal, never failed, and only retention's own deletions happened."""
+    c = edges.cluster
+    older = edges.pgproof("backup", "physical", check=True).stdout.strip()
+    c.sql("create table if not exists churn (id int)")
+    for _ in range(3):
+        c.sql("insert into churn select generate_series(1, 20000)")
+        edges.wait_archived(c.switch_wal())
+    newer = edges.pgproof("backup", "physical", check=True).stdout.strip()
+    edges.wait_archived(c.switch_wal())
+    edges.edit_config(lambda d: d["targets"][0].update(retention={"full_backups": 1}))
+    cfg = pgconfig.load(str(edges.config_path))
+    target = cfg.targets[0]
+    request = job.VerifyRequest(target=target.settings, kind="physical", backup_id=older)
+    seen: dict[str, Any] = {}
+
+    def retention_meanwhile(restore: job.RestoreJob) -> None:
+        leased = sorted((edges.repo_dir / "main" / "leases").glob("*.json"))
+        seen["lease"] = load_json(leased[0].read_text()) if len(leased) == 1 else leased
+        cli = edges.pgproof("retention", "--dry-run", "--json", check=True)
+        seen["cli"] = load_json(cli.stdout)["retention"][0]
+        seen["before"] = repository_files(edges)
+        # retention blind to the lease: what the issue saw
+        blind = retention.plan(restore.repo, "main", target.settings.retention)
+        retention.apply(restore.repo, "main", blind)
+        seen["deleted"] = blind
+        run_physical(restore)
+
+    repos = open_all(target.settings.repositories)
+    try:
+        record = run.verify(
+            request,
+            repos,
+            Runner(),
+            "test",
+            restore_tests={"physical": retention_meanwhile, "logical": run_logical},
+        )
+    finally:
+        for repo in repos:
+            repo.close()
+        edges.edit_config(lambda d: d["targets"][0].pop("retention"))
+    lease, cli, blind = seen["lease"], seen["cli"], seen["deleted"]
+    print("lease:", lease, "\nretention with the lease:", cli)
+    print("removed mid-test:", record.verdict, record.cause)
+    assert lease["backup_id"] == older and lease["target"] == "main", lease
+    assert older in cli["keep"] and older not in cli["delete_backups"]
+    assert older in cli["leased"] and "under restore test" in cli["leased"][older]
+    assert older in blind.delete_backups and blind.delete_wal
+    assert record.verdict == "error", record.cause
+    assert f"backup {older} was removed from repository" in record.cause
+    assert "retention on another host" in record.cause
+    assert not list((edges.repo_dir / "main" / "leases").glob("*.json"))  # released
+    gone = {k for k in seen["before"] if older in k} | set(blind.delete_wal)
+    kept = {
+        k: v
+        for k, v in seen["before"].items()
+        if k.split(".pgproof-meta")[0] not in gone and not k.startswith("main/leases")
+    }
+    assert repository_files(edges) == kept  # a metadata sidecar goes with its object
+    assert newer in (p.name for p in (edges.repo_dir / "main" / "backups").iterdir())
 
 
 def test_a_truncated_manifest_fails_naming_it(edges: Setup) -> None:
