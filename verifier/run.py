@@ -207,18 +207,43 @@ def verify(
     progress: Progress | None = None,
     sandbox_factory: SandboxFactory | None = None,
     restore_tests: Mapping[Kind, RestoreTest] = RESTORE_TESTS,
+    warn: Callable[[str], None] | None = None,
 ) -> ResultRecord:
     """Run one restore test and store its record; the record is returned either way.
     ``sandbox_factory`` and ``restore_tests`` replace the real ones (unit tests of the
-    verdict use a fake sandbox and scripted restore tests)."""
+    verdict use a fake sandbox and scripted restore tests); ``warn`` hears of repositories
+    left out of the test."""
     origin = origin_for(request, runner)
     try:
+        readable = usable(repos, request.target.name, warn or (lambda _: None))
         return _verify(
-            request, repos, runner, version, progress, sandbox_factory, restore_tests, origin
+            request, readable, runner, version, progress, sandbox_factory, restore_tests, origin
         )
     finally:
         if origin is not None:
             origin.close()
+
+
+def usable(
+    repos: Sequence[Repository], target: str, warn: Callable[[str], None]
+) -> Sequence[Repository]:
+    """The repositories a restore test may read: one whose key registry names a master key
+    this host lacks, or is not a registry at all (a bucket writer's garbage), is left out,
+    named to ``warn`` (``check`` names it too), and the others are still tested; when none
+    is left, the first refusal is raised."""
+    kept: list[Repository] = []
+    refusals: list[BackupError] = []
+    for repo in repos:
+        try:
+            repo.require_keys(target)
+        except BackupError as exc:
+            refusals.append(exc)
+            warn(f"verify {target}: repository {repo.name} left out of the restore test: {exc}")
+        else:
+            kept.append(repo)
+    if not kept and refusals:
+        raise refusals[0]
+    return kept
 
 
 def _verify(
@@ -234,8 +259,6 @@ def _verify(
     started = dt.datetime.now(dt.UTC)
     key_file = request.settings.signing_key_file
     signer = signing.load_private(key_file) if key_file else None  # before anything runs
-    for each in repos:  # a master key removed while objects still need it: refused
-        each.require_keys(request.target.name)
     newest = records.newest(repos, request.target.name)  # the chain continues from it
     if origin is None:
         try:

@@ -52,7 +52,7 @@ def cmd_verify(cfg: Config, targets: tuple[Target, ...], args: argparse.Namespac
                 )
                 try:
                     results.append(
-                        verify(request, repos, Runner(), __version__, progress_for(args))
+                        verify(request, repos, Runner(), __version__, progress_for(args), warn=err)
                     )
                 except NoBackup as exc:
                     if args.kind is None and exc.backup_id is None:

@@ -306,6 +306,40 @@ def test_a_swapped_manifest_fails_the_test_of_that_backup_and_of_latest(
     assert repository_files(s) == before
 
 
+def test_a_garbage_key_registry_leaves_only_its_repository_out(encrypted: Setup) -> None:
+    """A bucket writer replaces `<target>/jobs/keys.json` of one encrypted repository with
+    garbage: that repository is left out of the restore test (named), the other is still
+    tested and passes, and `check` names the registry."""
+    s = encrypted
+    second = s.repo_dir.parent / "second-repo"
+    second.mkdir()
+
+    def add_second(doc: dict[str, Any]) -> None:
+        first = doc["repositories"][0]
+        doc["repositories"].append({**first, "name": "second", "path": str(second)})
+        doc["targets"][0]["repositories"].append("second")
+
+    s.edit_config(add_second)
+    s.cluster.sql("create table orders (id int primary key)")
+    s.cluster.sql("insert into orders select generate_series(1, 100)")
+    backup_id = s.pgproof("backup", "logical", check=True).stdout.strip()
+    registry = s.repo_dir / "main" / "jobs" / "keys.json"
+    assert registry.exists() and (second / "main" / "jobs" / "keys.json").exists()
+    registry.write_bytes(b"\x00garbage from a bucket writer")
+    before = repository_files(s)
+    proc = s.pgproof("verify", "--kind", "logical", "--json")
+    print("garbage registry:", proc.returncode, proc.stderr.strip())
+    record = load_json(proc.stdout)["results"][0]
+    assert proc.returncode == 0 and record["verdict"] == "passed", record["cause"]
+    assert record["backup_id"] == backup_id and record["backup"]["repository"] == "second"
+    assert "repository local left out of the restore test" in proc.stderr
+    assert "main/jobs/keys.json is not a key registry" in proc.stderr
+    assert repository_files(s) == before
+    assert registry.read_bytes() == b"\x00garbage from a bucket writer"
+    checked = s.pgproof("check", "--json")
+    assert checked.returncode == 1 and "keys.json is not a key registry" in checked.stdout
+
+
 # -- 3. a backup removed while it is being tested -----------------------------------------
 
 
