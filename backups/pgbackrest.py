@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -23,7 +24,8 @@ from pgproof.backups import walnames
 from pgproof.backups.catalog import utc_iso
 from pgproof.backups.errors import CommandError, SourceError
 from pgproof.backups.health import HealthReport, RepoReport
-from pgproof.backups.runner import Runner
+from pgproof.backups.pgbackrestverify import VerifyResult, located, parse_verify
+from pgproof.backups.runner import CommandResult, Runner
 from pgproof.backups.settings import PgBackRestSettings, read_secret
 
 BACKUP_TYPES = ("full", "diff", "incr")
@@ -46,6 +48,7 @@ class Backup:
     system_identifier: str
     error: bool  # pgBackRest found page checksum errors while backing up
     prior: str | None  # the backup an incr/diff depends on
+    references: tuple[str, ...] = ()  # every set whose files an incr/diff refers to
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ def _backup(b: Mapping[str, Any], dbs: Mapping[int, tuple[int, str]]) -> Backup:
             system_identifier=sysid,
             error=bool(b.get("error")),
             prior=b.get("prior"),
+            references=tuple(str(r) for r in b.get("reference") or ()),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InfoError(
@@ -168,57 +172,47 @@ def _obj(value: object, what: str) -> Mapping[str, Any]:
     return value
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    ok: bool  # nothing wrong anywhere in the stanza
-    report: str  # pgBackRest's own summary (``verify --output=text --verbose``)
-    backups: Mapping[str, str]  # label -> status (valid, invalid, ...)
-    archive_problems: tuple[str, ...]  # archive ids with invalid or missing WAL
-
-    def backup_ok(self, label: str) -> bool:
-        return self.backups.get(label) == "valid"
-
-
-_VERIFY_BACKUP = re.compile(r"^\s*backup: (\S+), status: (\w+)")
-_VERIFY_ARCHIVE = re.compile(
-    r"^\s*archiveId: (\S+), total WAL checked: (\d+), total valid WAL: (\d+)"
-)
-
-
-def parse_verify(text: str) -> VerifyResult:
-    """``pgbackrest verify --output=text --verbose``: ``status: ok`` or ``status: error``,
-    then a line per archive id and per backup (pgBackRest 2.45 exits 0 either way)."""
-    status = None
-    backups: dict[str, str] = {}
-    archives: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("status:"):
-            status = line.split(":", 1)[1].strip()
-        elif m := _VERIFY_BACKUP.match(line):
-            backups[m.group(1)] = m.group(2)
-        elif (m := _VERIFY_ARCHIVE.match(line)) and m.group(2) != m.group(3):
-            archives.append(f"{m.group(1)}: {m.group(3)} of {m.group(2)} WAL files valid")
-    if status not in ("ok", "error"):
-        raise InfoError(f"pgbackrest verify printed no status: {text.strip()[-300:]!r}")
-    return VerifyResult(status == "ok", text.strip(), backups, tuple(archives))
-
-
 def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
 _LOCKING = ("info", "restore", "archive-get")  # the commands that take --lock-path
+_VERSION = re.compile(r"pgBackRest (\d+)\.(\d+)(?:\.(\d+))?")
 
 
 class PgBackRest:
     """pgBackRest as pgproof runs it: read-only commands, with nothing written where
     production's pgBackRest keeps its state (no log file; locks in a private directory), so a
-    restore test touches neither the repository nor the host's pgBackRest."""
+    restore test touches neither the repository nor the host's pgBackRest.
 
-    def __init__(self, settings: PgBackRestSettings, runner: Runner):
+    Every command but ``restore`` runs as the repository's owner (``settings.user``) when
+    pgproof is root: pgBackRest 2.59 refuses them as root, and the owner is who production
+    runs them as. ``restore`` runs as pgproof itself (root keeps the files' owners as
+    pgBackRest recorded them; pgproof then hands them to the sandbox's user). The private
+    directory (locks, WAL being fetched) belongs to the owner; ``scratch`` is where it is
+    made (the sandboxes' directory: a fetched segment is then moved, not copied)."""
+
+    def __init__(self, settings: PgBackRestSettings, runner: Runner, scratch: str | None = None):
         self.settings = settings
         self.runner = runner
-        self.private = tempfile.mkdtemp(prefix="pgproof-pgbackrest-")
+        self.owner = runner.as_user(settings.user)
+        self._version: tuple[int, int, int] | None = None
+        if scratch is not None:
+            os.makedirs(scratch, mode=0o711, exist_ok=True)
+        self.private = tempfile.mkdtemp(prefix="pgproof-pgbackrest-", dir=scratch)
+        self.staging = os.path.join(self.private, "wal")
+        os.mkdir(self.staging, 0o700)
+        try:
+            ident = self.owner.postgres_identity()
+        except KeyError:
+            self.close()
+            raise SourceError(
+                f"the OS user {settings.user!r} pgBackRest's commands run as does not exist "
+                "(source.user: the repository's owner)"
+            ) from None
+        if ident is not None:
+            for path in (self.private, self.staging):
+                os.chown(path, ident.uid, ident.gid)
 
     def close(self) -> None:
         shutil.rmtree(self.private, ignore_errors=True)
@@ -229,7 +223,9 @@ class PgBackRest:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def argv(self, command: str, *options: str, params: tuple[str, ...] = ()) -> list[str]:
+    def argv(
+        self, command: str, *options: str, params: tuple[str, ...] = (), log: str = "warn"
+    ) -> list[str]:
         s = self.settings
         out = [s.binary]
         if s.config:
@@ -237,7 +233,7 @@ class PgBackRest:
         out.append(f"--stanza={s.stanza}")
         if s.repo is not None:
             out.append(f"--repo={s.repo}")
-        out += ["--log-level-console=warn", "--log-level-stderr=error", "--log-level-file=off"]
+        out += [f"--log-level-console={log}", "--log-level-stderr=error", "--log-level-file=off"]
         if command in _LOCKING:
             out.append(f"--lock-path={self.private}")
         if command == "archive-get":
@@ -253,6 +249,30 @@ class PgBackRest:
         if secret is None:
             return {}
         return {f"PGBACKREST_REPO{self.settings.repo or 1}_CIPHER_PASS": secret}
+
+    def _run(
+        self, argv: list[str], timeout: float, ok_codes: tuple[int, ...] = (0,)
+    ) -> CommandResult:
+        """A command that is not restore: as the repository's owner."""
+        done = self.owner.run(
+            argv, timeout=timeout, env=self.env(), as_postgres=True, ok_codes=_ANY_EXIT
+        )
+        return _checked(done, ok_codes, self.runner)
+
+    def version(self) -> tuple[int, int, int]:
+        """pgBackRest's release, e.g. (2, 55, 1)."""
+        if self._version is None:
+            try:
+                done = self.owner.run(
+                    [self.settings.binary, "version"], timeout=60, as_postgres=True
+                )
+            except CommandError as exc:
+                raise SourceError(f"pgbackrest version: {exc}") from None
+            m = _VERSION.search(done.stdout.decode(errors="replace"))
+            if m is None:
+                raise InfoError(f"pgbackrest version printed {done.stdout[:100]!r}")
+            self._version = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+        return self._version
 
     def _unreadable(self, stdout: bytes, stderr: str) -> InfoError:
         """What to say when pgBackRest's answer is not JSON. A wrong passphrase makes it
@@ -271,9 +291,7 @@ class PgBackRest:
 
     def info(self, timeout: float = 300) -> StanzaInfo:
         try:
-            done = self.runner.run(
-                self.argv("info", "--output=json"), timeout=timeout, env=self.env()
-            )
+            done = self._run(self.argv("info", "--output=json"), timeout)
         except CommandError as exc:
             raise SourceError(f"pgbackrest info (stanza {self.settings.stanza!r}): {exc}") from None
         try:
@@ -282,11 +300,10 @@ class PgBackRest:
             raise self._unreadable(done.stdout, done.stderr) from None
         return parse_info(raw, self.settings.stanza)
 
-    # -- what a restore test runs, as this process's user (root keeps the files' owners as
-    # pgBackRest recorded them; pgproof then hands them to the sandbox's user)
     def restore(self, label: str, data_dir: str, tablespace_dir: str, timeout: float) -> None:
         """The backup's files into ``data_dir`` (tablespaces under ``tablespace_dir``, never
-        at production's paths); no recovery settings (pgproof writes its own)."""
+        at production's paths); no recovery settings (pgproof writes its own). The one
+        command run as pgproof itself."""
         argv = self.argv(
             "restore",
             f"--set={label}",
@@ -296,29 +313,30 @@ class PgBackRest:
             "--archive-mode=off",
         )
         try:
-            self.runner.run(argv, timeout=timeout, env=self.env())
+            done = self.runner.run(argv, timeout=timeout, env=self.env(), ok_codes=_ANY_EXIT)
+            _checked(done, (0,), self.runner)
         except CommandError as exc:
             raise _failure(f"pgbackrest restore of {label}", exc) from None
 
     def archive_get(self, name: str, dest: str, timeout: float = 600) -> bool:
-        """One archived WAL file into ``dest``; False when the archive does not have it."""
+        """One archived WAL file into ``dest``; False when the archive does not have it.
+        The owner writes it into the private directory; pgproof moves it to ``dest``."""
+        staged = os.path.join(self.staging, name)
         try:
-            done = self.runner.run(
-                self.argv("archive-get", params=(name, dest)),
-                timeout=timeout,
-                env=self.env(),
-                ok_codes=(0, 1),
-            )
+            done = self._run(self.argv("archive-get", params=(name, staged)), timeout, (0, 1))
         except CommandError as exc:
             raise _failure(f"pgbackrest archive-get {name}", exc) from None
-        return done.returncode == 0
+        if done.returncode != 0:
+            return False
+        shutil.move(staged, dest)
+        return True
 
     def files(self, path: str, timeout: float = 600) -> list[str]:
         """Names of the files under ``path`` in the repository (``repo-ls --recurse``),
         relative to it."""
         argv = self.argv("repo-ls", "--recurse", "--output=json", params=(path,))
         try:
-            done = self.runner.run(argv, timeout=timeout, env=self.env())
+            done = self._run(argv, timeout)
             listing = json.loads(done.stdout)
         except CommandError as exc:
             raise SourceError(f"pgbackrest repo-ls {path}: {exc}") from None
@@ -332,14 +350,49 @@ class PgBackRest:
             if isinstance(entry, dict) and entry.get("type") == "file"
         ]
 
-    def verify(self, timeout: float) -> VerifyResult:
+    def verify(self, timeout: float, label: str | None = None) -> VerifyResult:
+        """``pgbackrest verify`` of the stanza, or of backup ``label`` (and the files it
+        refers to in prior sets) where the release can (``--set``: 2.46 and later), at the
+        info log level, which names each bad file."""
+        options = ["--output=text", "--verbose"]
+        if label is not None and self.version() >= (2, 46, 0):
+            options.append(f"--set={label}")
         try:
-            done = self.runner.run(
-                self.argv("verify", "--output=text", "--verbose"), timeout=timeout, env=self.env()
-            )
+            done = self._run(self.argv("verify", *options, log="info"), timeout)
         except CommandError as exc:
             raise SourceError(f"pgbackrest verify: {exc}") from None
-        return parse_verify(done.stdout.decode(errors="replace"))
+        try:
+            return parse_verify(self.runner.redact(done.stdout.decode(errors="replace")))
+        except ValueError as exc:
+            raise InfoError(str(exc)) from None
+
+
+_ANY_EXIT = tuple(range(256))
+
+
+def _checked(
+    done: CommandResult, ok_codes: tuple[int, ...] = (0,), runner: Runner | None = None
+) -> CommandResult:
+    """CommandError unless the exit is in ``ok_codes``, with what pgBackRest said: its
+    stderr, else the ERROR lines of its stdout (2.55 prints an error found while reading
+    its options there, whatever --log-level-stderr says)."""
+    if done.returncode in ok_codes:
+        return done
+    said = done.stderr.strip()
+    if not said:
+        text = done.stdout.decode(errors="replace")
+        said = "\n".join(line for line in text.splitlines() if " ERROR: " in line).strip()
+        said = (runner.redact(said) if runner is not None else said)[-2000:]
+    raise CommandError(done.argv, done.returncode, said)
+
+
+def references(info: StanzaInfo) -> dict[str, tuple[str, ...]]:
+    """{label: the sets whose files it refers to} of every backup of the stanza."""
+    return {b.label: b.references for b in info.backups}
+
+
+def types(info: StanzaInfo) -> dict[str, str]:
+    return {b.label: b.type for b in info.backups}
 
 
 def where(settings: PgBackRestSettings) -> str:
@@ -420,6 +473,10 @@ def health(
     if isinstance(checked, SourceError):
         problems.append(f"{named}: {checked}")
     elif checked is not None and not checked.ok:
-        problems.append(f"{named}: pgbackrest verify: {' '.join(checked.report.split())}")
+        where_bad = located(checked, references(info), types(info))
+        if where_bad:  # each bad file once, with the sets it holds back
+            problems += [f"{named}: pgbackrest verify: {said}" for said in where_bad]
+        else:
+            problems.append(f"{named}: pgbackrest verify: {' '.join(checked.report.split())}")
     report.problems = problems
     return HealthReport(target, [report], problems, utc_iso(now))

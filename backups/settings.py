@@ -146,6 +146,9 @@ class PgBackRestSettings:
     cipher_pass_env: str | None = None  # an environment variable holding the passphrase
     cipher_pass_file: str | None = None  # or a file (its first line)
     binary: str = "pgbackrest"
+    # the OS user every pgBackRest command but restore runs as when pgproof is root (the
+    # repository's owner; pgBackRest 2.59 refuses root for them); restore runs as pgproof
+    user: str = "postgres"
 
 
 @dataclass(frozen=True)

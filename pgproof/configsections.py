@@ -28,7 +28,7 @@ from pgproof.verifier.containersettings import (
 from pgproof.verifier.settings import VerifierSettings
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_OS_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+OS_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 _LISTEN = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$")
 
 
@@ -249,7 +249,7 @@ def verifier(v: Fields) -> VerifierSettings:
     absolute(v, "signing_key_file", config.signing_key_file)
     for i, path in enumerate(config.trusted_keys):
         absolute(v, f"trusted_keys[{i}]", path)
-    if not _OS_USER.fullmatch(config.sandbox_user) or config.sandbox_user == "root":
+    if not OS_USER.fullmatch(config.sandbox_user) or config.sandbox_user == "root":
         v.fail("sandbox_user", f"must be an unprivileged OS user name, not {config.sandbox_user!r}")
     absolute(v, "workdir", config.workdir)
     if config.lease_seconds < 30:

@@ -27,7 +27,7 @@ from pgproof.backups.settings import (
 )
 from pgproof.configfields import ConfigError, Fields
 from pgproof.configmodel import Check, Target
-from pgproof.configsections import NAME
+from pgproof.configsections import NAME, OS_USER
 from pgproof.verifier.containersettings import check_image_template
 
 _PASSWORD_IN_CONNINFO = (re.compile(r"(^|\s)password\s*="), re.compile(r"://[^/@\s]*:[^/@\s]*@"))
@@ -111,7 +111,12 @@ def _foreign(sf: Fields, repos: dict[str, RepoSettings]) -> ForeignSettings:
         cipher_pass_env=sf.text("cipher_pass_env"),
         cipher_pass_file=sf.text("cipher_pass_file"),
         binary=sf.text_or("binary", d.binary),
+        user=sf.text_or("user", d.user),
     )
+    if not OS_USER.fullmatch(settings.user) or settings.user == "root":
+        sf.fail(
+            "user", f"must be an unprivileged OS user, the repository's owner: {settings.user!r}"
+        )
     if settings.cipher_pass_env and settings.cipher_pass_file:
         sf.fail("cipher_pass_file", "give cipher_pass_env or cipher_pass_file, not both")
     for key in ("config", "cipher_pass_file"):

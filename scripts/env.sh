@@ -13,3 +13,4 @@ fi
 export PGPROOF_PG_CACHE="${PGPROOF_PG_CACHE:-/var/cache/pgproof/postgresql}"
 barman_venv="$venv-barman"  # barman-cloud's own venv (scripts/setup)
 export PGPROOF_BARMAN_BIN="${PGPROOF_BARMAN_BIN:-$barman_venv/bin}"
+export PGPROOF_PGBACKREST_CACHE="${PGPROOF_PGBACKREST_CACHE:-/var/cache/pgproof/pgbackrest}"

@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from pgproof.backups import catalog, pgbackrest, walarchive, walnames
+from pgproof.backups import catalog, pgbackrest, pgbackrestverify, walarchive, walnames
 from pgproof.backups.errors import CommandError, SourceError
 from pgproof.backups.kinds import Kind
 from pgproof.backups.pgbackrest import Backup, BackupDamaged, PgBackRest, StanzaInfo
@@ -111,8 +111,8 @@ def described(job: RestoreJob, manifest: catalog.Manifest) -> catalog.Manifest:
     )
 
 
-def origin_for(settings: ForeignSettings, runner: Runner) -> Origin:
-    """The origin of a foreign source's backups."""
+def origin_for(settings: ForeignSettings, runner: Runner, scratch: str | None = None) -> Origin:
+    """The origin of a foreign source's backups; ``scratch``: where the sandboxes live."""
     if isinstance(settings, FilesSettings):
         from pgproof.verifier.filesorigin import FilesOrigin
 
@@ -121,15 +121,15 @@ def origin_for(settings: ForeignSettings, runner: Runner) -> Origin:
         from pgproof.verifier.barmanorigin import BarmanCloudOrigin
 
         return BarmanCloudOrigin(settings, runner)
-    return PgBackRestOrigin(settings, runner)
+    return PgBackRestOrigin(settings, runner, scratch)
 
 
 class PgBackRestOrigin:
     kind = "pgbackrest"
 
-    def __init__(self, settings: PgBackRestSettings, runner: Runner):
+    def __init__(self, settings: PgBackRestSettings, runner: Runner, scratch: str | None = None):
         self.settings = settings
-        self.tool = PgBackRest(settings, runner)
+        self.tool = PgBackRest(settings, runner, scratch)
         self.info: StanzaInfo | None = None
 
     def close(self) -> None:
@@ -164,7 +164,7 @@ class PgBackRestOrigin:
         try:
             self.tool.restore(manifest.id, str(sandbox.data_dir), str(tablespaces), timeout)
         except BackupDamaged as exc:
-            raise RestoreFailed(str(exc)) from None
+            raise RestoreFailed(f"{exc}{self._located(manifest.id, timeout)}") from None
         owner = job.runner.postgres_identity()
         if owner is not None:
             basefiles.chown_tree(sandbox.data_dir, owner.uid, owner.gid)
@@ -173,6 +173,20 @@ class PgBackRestOrigin:
         wal = self._wal(job, manifest)
         job.findings.bytes_restored = int(manifest.extra.get("stored_bytes", 0)) + wal.bytes
         return manifest, wal
+
+    def _located(self, label: str, timeout: float) -> str:
+        """Where pgbackrest verify finds the damage that stopped the restore of ``label``
+        (the file and the set holding it: often a full that this diff or incr depends on);
+        nothing when it cannot say."""
+        try:
+            result = self.tool.verify(timeout, label)
+        except SourceError as exc:
+            return f" (pgbackrest verify could not locate it: {exc})"
+        assert self.info is not None
+        said = pgbackrestverify.located(
+            result, pgbackrest.references(self.info), pgbackrest.types(self.info), label
+        )
+        return f"; pgbackrest verify: {'; '.join(said)}" if said else ""
 
     def fetch_dumps(self, job: RestoreJob) -> tuple[catalog.Manifest, Path, int]:
         raise NoBackup(f"pgBackRest makes physical backups only ({self.where})", "logical", None)
@@ -183,18 +197,23 @@ class PgBackRestOrigin:
         need: archive-get checked each segment it fetched) is evidence here and a problem
         for ``pgproof check``, not this backup's failure."""
         label = job.manifest.id
-        result = self.tool.verify(job.request.settings.timeout_seconds)
+        result = self.tool.verify(job.request.settings.timeout_seconds, label)
         evidence: dict[str, object] = {
             "tool": "pgbackrest verify",
             "backup_status": result.backups.get(label, "not checked"),
             "report": result.report[-2000:],
         }
         if not result.backup_ok(label):
+            assert self.info is not None
+            said = pgbackrestverify.located(
+                result, pgbackrest.references(self.info), pgbackrest.types(self.info), label
+            )
+            evidence["invalid_files"] = said
             return CheckResult(
                 "verifybackup",
                 "failed",
                 f"pgbackrest verify: backup {label} is {result.backups.get(label, 'not listed')}"
-                f" in {self.where}",
+                f" in {self.where}" + (f": {'; '.join(said)[:500]}" if said else ""),
                 evidence,
             )
         elsewhere = [

@@ -140,8 +140,10 @@ def origin_for(request: VerifyRequest, runner: Runner) -> Origin | None:
     if request.target.foreign is None:
         return None
     from pgproof.verifier import foreign
+    from pgproof.verifier.sandbox import default_root
 
-    return foreign.origin_for(request.target.foreign, runner)
+    scratch = request.settings.workdir or default_root()
+    return foreign.origin_for(request.target.foreign, runner, scratch)
 
 
 def judge(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import time
@@ -25,9 +26,13 @@ from pgproof.backups.settings import PgBackRestSettings
 from tests.support.monitoring import exporter_once
 from tests.support.pgbackrest import (
     PASSPHRASE,
+    Release,
     S3Repo,
     Stanzas,
+    calls,
     pgbackrest_stanzas,
+    recording,
+    releases,
     target,
     tree_hash,
     write_pgproof_config,
@@ -55,6 +60,8 @@ class Source(PgproofCli):
     removed: str
     damaged_repo: Path  # a copy with one byte of a backup file flipped
     flipped: str
+    release: Release
+    calls_log: Path  # every pgBackRest command pgproof ran: uid and arguments
 
     def secrets(self) -> dict[str, str]:
         return {PASS_ENV: PASSPHRASE, **S3_KEYS}
@@ -70,29 +77,32 @@ def _bucket_hash(s3: SeaweedS3, bucket: str) -> str:
     return h.hexdigest()
 
 
-@pytest.fixture(scope="module")
-def source(seaweed: SeaweedS3) -> Iterator[Source]:
-    seaweed.make_bucket("pgbackrest")
+@pytest.fixture(scope="module", params=releases(), ids=lambda r: f"pgbackrest-{r.version}")
+def source(seaweed: SeaweedS3, request: pytest.FixtureRequest) -> Iterator[Source]:
+    """The module runs once per pgBackRest release installed (2.45 and 2.55.1): the same
+    release writes the stanzas and is the one pgproof runs, through a wrapper that records
+    the uid of every command."""
+    release: Release = request.param
+    bucket = f"pgbackrest-{release.version.replace('.', '-')}"
+    seaweed.make_bucket(bucket)
     with (
         tls_proxy(seaweed.s3_port) as tls,
-        pgbackrest_stanzas(s3=S3Repo(tls.port, "pgbackrest", ACCESS_KEY, SECRET_KEY)) as st,
+        pgbackrest_stanzas(
+            s3=S3Repo(tls.port, bucket, ACCESS_KEY, SECRET_KEY), binary=release.binary
+        ) as st,
     ):
         base = private_dir("pgproof-brsrc-")
+        wrapper, calls_log = recording(base, release.binary)
         conninfo, beat = st.cluster.conninfo(), {"enabled": True, "every_seconds": 1}
+        tool = {"conninfo": conninfo, "binary": str(wrapper)}
         config = write_pgproof_config(
             base,
-            target("plain", st.plain, conninfo=conninfo, heartbeat=beat),
-            target(
-                "encrypted",
-                st.encrypted,
-                conninfo=conninfo,
-                heartbeat=beat,
-                cipher_pass_env=PASS_ENV,
-            ),
-            target("s3", st.s3_reader, conninfo=conninfo, heartbeat=beat),
-            target("gap", base / "gap.conf", conninfo=conninfo),
-            target("unarchived", base / "unarchived.conf", conninfo=conninfo),
-            target("damaged", base / "damaged.conf", conninfo=conninfo),
+            target("plain", st.plain, heartbeat=beat, **tool),
+            target("encrypted", st.encrypted, heartbeat=beat, cipher_pass_env=PASS_ENV, **tool),
+            target("s3", st.s3_reader, heartbeat=beat, **tool),
+            target("gap", base / "gap.conf", **tool),
+            target("unarchived", base / "unarchived.conf", **tool),
+            target("damaged", base / "damaged.conf", **tool),
         )
         results = base / "results"
         with heartbeat_running(config, "plain"):
@@ -112,8 +122,10 @@ def source(seaweed: SeaweedS3) -> Iterator[Source]:
         removed = segments[-2]
         removed.unlink()
         # never archived: a copy whose archive stops before the backup's start
-        with PgBackRest(PgBackRestSettings("main", str(st.plain)), Runner()) as tool:
-            (backup,) = tool.info().backups
+        with PgBackRest(
+            PgBackRestSettings("main", str(st.plain), binary=release.binary), Runner()
+        ) as reader:
+            (backup,) = reader.info().backups
         assert backup.start_wal is not None
         unarchived_repo = base / "unarchived-repo"
         shutil.copytree(st.repos[0], unarchived_repo, symlinks=True)
@@ -141,7 +153,15 @@ def source(seaweed: SeaweedS3) -> Iterator[Source]:
         damaged_conf.rename(base / "damaged.conf")
         try:
             yield Source(
-                st, config, results, gap_repo, removed.name[:24], damaged_repo, victim.name
+                st,
+                config,
+                results,
+                gap_repo,
+                removed.name[:24],
+                damaged_repo,
+                victim.name,
+                release,
+                calls_log,
             )
         finally:
             shutil.rmtree(base, ignore_errors=True)
@@ -161,15 +181,20 @@ def test_a_pgbackrest_backup_passes_with_the_heartbeat_proof(source: Source) -> 
     assert [tree_hash(r) for r in source.stanzas.repos] == before  # never written
 
 
+def bucket_of(source: Source) -> str:
+    assert source.stanzas.s3 is not None
+    return source.stanzas.s3.bucket
+
+
 def test_a_repository_in_s3_passes_and_is_only_read(source: Source, seaweed: SeaweedS3) -> None:
-    before = _bucket_hash(seaweed, "pgbackrest")
+    before = _bucket_hash(seaweed, bucket_of(source))
     r = source.verify("s3", "--pitr", "random")
     assert r.verdict == "passed", f"{r.cause}\n{[(c.name, c.verdict, c.detail) for c in r.checks]}"
     assert {c.name: c.verdict for c in r.checks}["heartbeat"] == "passed"
     wrong = source.verify("s3", env={"PGBACKREST_REPO1_S3_KEY_SECRET": "not-the-secret"})
     assert wrong.verdict == "error", wrong.cause
     assert "not-the-secret" not in wrong.cause
-    assert _bucket_hash(seaweed, "pgbackrest") == before
+    assert _bucket_hash(seaweed, bucket_of(source)) == before
 
 
 def test_an_encrypted_repository_and_a_wrong_passphrase(source: Source) -> None:
@@ -200,8 +225,12 @@ def test_a_backup_whose_wal_was_never_archived_fails(source: Source) -> None:
 def test_a_flipped_byte_in_a_backup_file_fails(source: Source) -> None:
     before = tree_hash(source.damaged_repo)
     r = source.verify("damaged")
+    print(f"pgBackRest {source.release.version}, damaged file:", r.cause)
     assert r.verdict == "failed", r.cause
     assert "pgbackrest restore" in r.cause and "data error" in r.cause
+    # located: the file and the backup set that holds it, as pgbackrest verify names them
+    assert "/pg_data/base/" in r.cause and source.flipped in r.cause, r.cause
+    assert f"in full backup {r.backup_id}" in r.cause
     assert tree_hash(source.damaged_repo) == before
 
 
@@ -239,7 +268,10 @@ def test_metrics_and_alerts_follow_pgbackrests_listing(
 
 def test_info_lists_the_backup_and_the_wal_it_needs(source: Source) -> None:
     before = tree_hash(source.stanzas.repos[0])
-    with PgBackRest(PgBackRestSettings("main", str(source.stanzas.plain)), Runner()) as tool:
+    with PgBackRest(
+        PgBackRestSettings("main", str(source.stanzas.plain), binary=source.release.binary),
+        Runner(),
+    ) as tool:
         info = tool.info()
     assert not os.path.exists(tool.private)  # its private lock directory went with it
     (backup,) = info.backups
@@ -257,7 +289,12 @@ def test_an_encrypted_repository_reads_with_the_passphrase_from_the_environment(
     source: Source, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = tree_hash(source.stanzas.repos[1])
-    settings = PgBackRestSettings("main", str(source.stanzas.encrypted), cipher_pass_env="BR_PASS")
+    settings = PgBackRestSettings(
+        "main",
+        str(source.stanzas.encrypted),
+        cipher_pass_env="BR_PASS",
+        binary=source.release.binary,
+    )
     tool = PgBackRest(settings, Runner())
     request_private = tool.private
     assert PASSPHRASE not in " ".join(tool.argv("info"))
@@ -277,15 +314,34 @@ def test_an_encrypted_repository_reads_with_the_passphrase_from_the_environment(
 
 
 def test_a_wrong_stanza_or_config_is_named(source: Source) -> None:
+    binary = source.release.binary
+
     def info(settings: PgBackRestSettings) -> None:
         with PgBackRest(settings, Runner()) as tool:
             tool.info()
 
     with pytest.raises(InfoError, match="stanza 'other': missing stanza path"):
-        info(PgBackRestSettings("other", str(source.stanzas.plain)))
+        info(PgBackRestSettings("other", str(source.stanzas.plain), binary=binary))
     with pytest.raises(SourceError, match="unable to open missing file"):
-        info(PgBackRestSettings("main", "/nonexistent/pgbackrest.conf"))
+        info(PgBackRestSettings("main", "/nonexistent/pgbackrest.conf", binary=binary))
     with pytest.raises(SourceError, match="could not start"):
         info(
             PgBackRestSettings("main", str(source.stanzas.plain), binary="/nonexistent/pgbackrest")
         )
+
+
+def test_every_command_but_restore_runs_as_the_repository_owner(source: Source) -> None:
+    """pgBackRest 2.59 refuses every command but restore as root: pgproof (root here) runs
+    them as the repository's owner (source.user, postgres), restore as itself."""
+    source.verify("plain")
+    source.pgproof("check", "--target", "plain", "--json")
+    seen = calls(source.calls_log)
+    print(f"pgBackRest {source.release.version} commands (uid, command):", sorted(set(seen)))
+    owner = pwd.getpwnam("postgres").pw_uid
+    commands = {c for _, c in seen}
+    assert {"info", "verify", "repo-ls", "archive-get", "restore"} <= commands, commands
+    assert {(u, c) for u, c in seen if c not in ("restore", "version")} <= {
+        (owner, c) for c in commands
+    }
+    assert all(u == owner for u, c in seen if c != "restore")
+    assert {u for u, c in seen if c == "restore"} == {os.geteuid()}

@@ -1,5 +1,6 @@
-"""A PostgreSQL 15 source backed up by the real pgBackRest (Debian's 2.45) into two stanza
-repositories on this machine: one plain, one encrypted (aes-256-cbc). The archive's config
+"""A PostgreSQL source backed up by the real pgBackRest (Debian's 2.45, or trixie's 2.55.1
+that scripts/fetch-pgbackrest unpacks: ``releases``) into two stanza repositories on this
+machine: one plain, one encrypted (aes-256-cbc). The archive's config
 holds the passphrase (as production's does); the config pgproof reads does not (pgproof
 takes it from its environment)."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -19,6 +21,27 @@ from tests.support.pgcluster import Cluster, make_cluster, private_dir
 from tests.support.ports import free_port
 
 PASSPHRASE = "correct-horse-battery-staple-7"
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    binary: str
+    majors: tuple[int, ...]  # the PostgreSQL majors it knows
+
+
+def releases() -> list[Release]:
+    """The pgBackRest releases installed here: Debian's (bookworm: 2.45, PostgreSQL up to
+    15) and the one scripts/fetch-pgbackrest unpacks (trixie: 2.55.1, up to 17 here)."""
+    found = []
+    system = shutil.which("pgbackrest")
+    if system is not None:
+        found.append(Release("2.45", system, (15,)))
+    cache = os.environ.get("PGPROOF_PGBACKREST_CACHE", "/var/cache/pgproof/pgbackrest")
+    unpacked = os.path.join(cache, "2.55.1", "usr", "bin", "pgbackrest")
+    if os.access(unpacked, os.X_OK):
+        found.append(Release("2.55.1", unpacked, (15, 16, 17)))
+    return found
 
 
 @dataclass(frozen=True)
@@ -58,14 +81,17 @@ class Stanzas:
     repos: tuple[Path, Path]
     writers: tuple[Path, Path]  # the archive's configs (with the passphrase)
     s3: S3Repo | None = None  # the plain stanza's repo2
+    binary: str = "pgbackrest"
 
-    def backup(self) -> None:
-        for full in self.writers:
-            as_postgres("pgbackrest", f"--config={full}", "--stanza=main", "--type=full", "backup")
-        if self.s3 is not None:
+    def backup(self, kind: str = "full", plain_only: bool = False) -> None:
+        for full in self.writers[:1] if plain_only else self.writers:
             as_postgres(
-                "pgbackrest", f"--config={self.writers[0]}", "--stanza=main", "--repo=2",
-                "--type=full", "backup",
+                self.binary, f"--config={full}", "--stanza=main", f"--type={kind}", "backup"
+            )
+        if self.s3 is not None and not plain_only:
+            as_postgres(
+                self.binary, f"--config={self.writers[0]}", "--stanza=main", "--repo=2",
+                f"--type={kind}", "backup",
             )  # fmt: skip
 
     @property
@@ -126,7 +152,7 @@ def _conf(
 
 @contextlib.contextmanager
 def pgbackrest_stanzas(
-    major: int = 15, scale: int = 1, s3: S3Repo | None = None
+    major: int = 15, scale: int = 1, s3: S3Repo | None = None, binary: str = "pgbackrest"
 ) -> Iterator[Stanzas]:
     """The source running and archiving into both stanzas (the plain one also into ``s3``),
     pgbench data loaded (``scale``), no backup yet."""
@@ -139,17 +165,24 @@ def pgbackrest_stanzas(
         both = root / "pgbackrest-archive-both.sh"  # pgBackRest checks the command's name
         both.write_text(
             "#!/bin/sh\nset -e\n"
-            f'pgbackrest --config={plain_full} --stanza=main archive-push "$1"\n'
-            f'pgbackrest --config={enc_full} --stanza=main archive-push "$1"\n'
+            f'{binary} --config={plain_full} --stanza=main archive-push "$1"\n'
+            f'{binary} --config={enc_full} --stanza=main archive-push "$1"\n'
         )
         both.chmod(0o755)
         cluster.set(archive_mode="on", archive_command=f"'{both} %p'")
         cluster.start()
         for full in (plain_full, enc_full):
-            as_postgres("pgbackrest", f"--config={full}", "--stanza=main", "stanza-create")
+            as_postgres(binary, f"--config={full}", "--stanza=main", "stanza-create")
         cluster.pgbench("-i", "-q", "-s", str(scale), timeout=7200)
         yield Stanzas(
-            cluster, root, plain, encrypted, (plain_repo, enc_repo), (plain_full, enc_full), s3
+            cluster,
+            root,
+            plain,
+            encrypted,
+            (plain_repo, enc_repo),
+            (plain_full, enc_full),
+            s3,
+            binary,
         )
     finally:
         cluster.destroy()
@@ -170,8 +203,9 @@ def target(name: str, conf: Path, **extra: object) -> dict[str, object]:
     """A pgproof target whose backups the stanza read through ``conf`` holds; its records
     go to the repository ``local`` (``write_pgproof_config``)."""
     source: dict[str, object] = {"type": "pgbackrest", "stanza": "main", "config": str(conf)}
-    if "cipher_pass_env" in extra:
-        source["cipher_pass_env"] = extra.pop("cipher_pass_env")
+    for key in ("cipher_pass_env", "binary"):
+        if key in extra:
+            source[key] = extra.pop(key)
     return {"name": name, "results": "local", "source": source, **extra}
 
 
@@ -190,3 +224,28 @@ def write_pgproof_config(base: Path, *targets: dict[str, object]) -> Path:
         )
     )
     return config
+
+
+def recording(base: Path, real: str) -> tuple[Path, Path]:
+    """A ``pgbackrest`` that appends its uid and arguments to a log, then runs ``real``:
+    (the wrapper, the log). pgproof is pointed at it with ``binary:``."""
+    bindir = base / "recording-bin"
+    bindir.mkdir(exist_ok=True)
+    log = base / "pgbackrest-calls.log"
+    log.touch()
+    log.chmod(0o666)
+    wrapper = bindir / "pgbackrest"
+    wrapper.write_text(f'#!/bin/sh\necho "$(id -u) $*" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    bindir.chmod(0o755)
+    return wrapper, log
+
+
+def calls(log: Path) -> list[tuple[int, str]]:
+    """(uid, command) of every pgBackRest run the wrapper saw (its first non-option word)."""
+    out = []
+    for line in log.read_text().splitlines():
+        uid, *args = line.split()
+        words = [a for a in args if not a.startswith("--")]
+        out.append((int(uid), words[0] if words else ""))
+    return out

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from pgproof.backups.pgbackrest import InfoError, parse_info, parse_verify
+from pgproof.backups.pgbackrest import InfoError, parse_info
+from pgproof.backups.pgbackrestverify import located, parse_verify
 
 # pgBackRest 2.45, PostgreSQL 15, one full backup (verbatim)
 HEALTHY = json.loads(
@@ -96,8 +97,65 @@ def test_verify_reports_each_backup_and_the_archive() -> None:
     assert not damaged.backup_ok("20261129-170919F")  # not listed: not shown valid
     invalid = parse_verify(VERIFY_OK.replace("status: valid", "status: invalid"))
     assert not invalid.backup_ok("20261129-170919F")
-    with pytest.raises(InfoError, match="no status"):
+    with pytest.raises(ValueError, match="no status"):
         parse_verify("")
+
+
+# `pgbackrest verify --output=text --verbose --log-level-console=info` (2.55.1, and 2.45 the
+# same) after one byte of a full backup's file was flipped; a diff and an incr depend on it
+FULL, DIFF = "20261207-210029F", "20261207-210029F_20261207-210032D"
+INCR = "20261207-210029F_20261207-210035I"
+_SUMMARY = f"""stanza: main
+status: error
+  archiveId: 15-1, total WAL checked: 7, total valid WAL: 7
+    missing: 0, checksum invalid: 0, size invalid: 0, other: 0
+  backup: {FULL}, status: invalid, total files checked: 978, total valid files: 977
+    missing: 0, checksum invalid: 1, size invalid: 0, other: 0
+  backup: {DIFF}, status: invalid, total files checked: 979, total valid files: 978
+    missing: 0, checksum invalid: 1, size invalid: 0, other: 0
+  backup: {INCR}, status: invalid, total files checked: 980, total valid files: 979
+    missing: 0, checksum invalid: 1, size invalid: 0, other: 0"""
+_INDENT = " " * 36
+VERIFY_FULL_DAMAGED = (
+    "2026-12-07 21:00:40.568 P00   INFO: verify command begin 2.55.1: --output=text --verbose\n"
+    f"2026-12-07 21:00:41.010 P01   INFO: invalid checksum '{FULL}/pg_data/base/5/16396.gz'\n"
+    "2026-12-07 21:00:41.011 P01   INFO: invalid result "
+    f"{FULL}/pg_data/base/5/2619.gz: [29] zlib threw error\n"
+    "2026-12-07 21:00:41.187 P00   INFO: "
+    + _SUMMARY.replace("\n", "\n" + _INDENT)
+    + "\n"
+    + _SUMMARY
+    + "\n2026-12-07 21:00:41.187 P00   INFO: verify command end: completed successfully (621ms)\n"
+)
+
+
+def test_verify_names_each_bad_file_and_the_set_that_holds_it() -> None:
+    result = parse_verify(VERIFY_FULL_DAMAGED)
+    assert not result.ok and result.report == _SUMMARY  # the summary once, no log lines
+    assert {b: s for b, s in result.backups.items()} == dict.fromkeys((FULL, DIFF, INCR), "invalid")
+    assert result.archive_problems == ()
+    assert [str(f) for f in result.invalid_files] == [
+        f"invalid checksum {FULL}/pg_data/base/5/16396.gz",
+        f"invalid result {FULL}/pg_data/base/5/2619.gz (zlib threw error)",
+    ]
+    assert {f.backup_set for f in result.invalid_files} == {FULL}
+    refs = {FULL: (), DIFF: (FULL,), INCR: (FULL, DIFF)}
+    kinds = {FULL: "full", DIFF: "diff", INCR: "incr"}
+    said = located(result, refs, kinds)
+    assert said[0] == (
+        f"invalid checksum {FULL}/pg_data/base/5/16396.gz: in full backup {FULL}, "
+        f"which diff {DIFF}, incr {INCR} depend on"
+    )
+    assert located(result, refs, kinds, label=INCR) == said  # the incr depends on the full
+    other = "20261208-010000F"
+    assert located(result, {**refs, other: ()}, kinds, label=other) == []  # not its damage
+    wal = parse_verify(
+        "2026-12-07 21:00:41.010 P01   INFO: invalid checksum "
+        "'15-1/0000000100000000/000000010000000000000003-abc.gz'\n" + VERIFY_WAL_DAMAGED
+    )
+    assert located(wal, {}, {}) == [
+        "invalid checksum 15-1/0000000100000000/000000010000000000000003-abc.gz: in the WAL archive"
+    ]
 
 
 # -- barman-cloud-backup-list --format json (captured from barman-cloud 3.19.1, trimmed)
