@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pgproof.backups import barmancloud, filesource, pgbackrest
+from pgproof.backups import barmancloud, filesource, pgbackrest, pgbackresthealth
 from pgproof.backups.health import HealthReport
 from pgproof.backups.kinds import KINDS
 from pgproof.backups.runner import Runner
@@ -44,4 +44,4 @@ def health(
         return filesource.health(settings, target, max_backup_age_seconds, now, verify)
     if isinstance(settings, BarmanCloudSettings):
         return barmancloud.health(settings, runner, target, max_backup_age_seconds, now, verify)
-    return pgbackrest.health(settings, runner, target, max_backup_age_seconds, now, verify)
+    return pgbackresthealth.health(settings, runner, target, max_backup_age_seconds, now, verify)

@@ -93,6 +93,8 @@ class Across:
     leased: dict[str, str]  # {backup id: "holder until ..."} of every unexpired lease
     complete_in: dict[str, str]  # {backup id: a repository that holds it complete}
     unreadable: dict[str, str]  # {repository: why} of those that could not be read
+    # {repository: its catalog as read here}: plan() reads each repository once
+    entries: dict[str, list[catalog.CatalogEntry]] = field(default_factory=dict)
 
     def where(self, backup_id: str) -> str | None:
         """Why a backup's files without a manifest must stay, or None when they may go."""
@@ -116,17 +118,20 @@ def across(
     leased: dict[str, str] = {}
     complete_in: dict[str, str] = {}
     unreadable: dict[str, str] = {}
+    entries: dict[str, list[catalog.CatalogEntry]] = {}
     for repo in repos:
         try:
             for lease in leases.active(repo, target, now, longest_lease):
                 leased[lease.backup_id] = (
                     f"under restore test by {lease.holder} (lease until {lease.expires_at})"
                 )
-            for m in catalog.complete_manifests(catalog.scan(repo, target)):
-                complete_in.setdefault(m.id, repo.name)
+            entries[repo.name] = catalog.scan(repo, target)
         except BackupError as exc:
             unreadable[repo.name] = str(exc)
-    return Across(leased, complete_in, unreadable)
+            continue
+        for m in catalog.complete_manifests(entries[repo.name]):
+            complete_in.setdefault(m.id, repo.name)
+    return Across(leased, complete_in, unreadable, entries)
 
 
 def plan(
@@ -143,11 +148,13 @@ def plan(
     where backups are complete (their leftovers here are reported, not deleted)."""
     leased = others.leased if others is not None else {}
     now = now or dt.datetime.now(dt.UTC)
-    entries = catalog.scan(repo, target)
+    known = others.entries.get(repo.name) if others is not None else None
+    entries = known if known is not None else catalog.scan(repo, target)
     manifests = catalog.complete_manifests(entries)
-    kept, reasons = choose_backups(manifests, settings, protected | set(leased), now)
-    _, unleased = choose_backups(manifests, settings, protected, now)
-    held = {i: leased[i] for i in unleased if i in leased}  # kept by the lease alone
+    kept, reasons = choose_backups(manifests, settings, protected, now)
+    held = {i: leased[i] for i in reasons if i in leased}  # kept by the lease alone
+    kept += [m for m in manifests if m.id in held]
+    reasons = {i: why for i, why in reasons.items() if i not in held}
     leftovers = [e.id for e in entries if not e.complete and e.error is None]
     elsewhere = {i: w for i in leftovers if others is not None and (w := others.where(i))}
     incomplete = tuple(i for i in leftovers if i not in elsewhere)

@@ -17,7 +17,7 @@ from pgproof.backups.progress import Progress
 from pgproof.backups.runner import Runner
 from pgproof.backups.settings import TargetSettings
 from pgproof.backups.storage.base import Repository
-from pgproof.verifier import checks, exhaustion
+from pgproof.verifier import amcheck, checks, exhaustion
 from pgproof.verifier.containersettings import ContainerSettings
 from pgproof.verifier.records import CheckResult, Pitr
 from pgproof.verifier.sandbox import Sandbox
@@ -141,11 +141,11 @@ class RestoreJob:
 def amcheck_check(
     request: VerifyRequest, sandbox: Sandbox, restored: Sequence[str] | None = None
 ) -> CheckResult:
-    """pg_amcheck as the request configures it (``restored``: see checks.amcheck)."""
+    """pg_amcheck as the request configures it (``restored``: see verifier.amcheck)."""
     return checks.guarded(
         "amcheck",
         functools.partial(
-            checks.amcheck,
+            amcheck.amcheck,
             sandbox,
             request.settings.heapallindexed,
             request.settings.jobs,
